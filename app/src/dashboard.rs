@@ -1,0 +1,234 @@
+//! The dashboard: the submit form and the latest jobs.
+
+use leptos::ev::SubmitEvent;
+use leptos::html;
+use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
+use leptos_router::hooks::use_query_map;
+use reeltime::{
+    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobPage, JobSubmission, Preset,
+};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::api::{list_jobs, SubmitJob, SubmitJobError};
+
+#[component]
+pub fn Dashboard() -> impl IntoView {
+    let query = use_query_map();
+    let before = Memo::new(move |_| query.read().get("before"));
+    let submit = ServerAction::<SubmitJob>::new();
+    // Refetched after every submission, so a new job shows up without a reload.
+    let page = Resource::new(
+        move || (before.get(), submit.version().get()),
+        |(before, _)| list_jobs(before),
+    );
+
+    // "3 min ago" keeps itself current in the browser.
+    let now = RwSignal::new(OffsetDateTime::now_utc());
+    Effect::new(move |_| {
+        if let Ok(handle) = set_interval_with_handle(
+            move || now.set(OffsetDateTime::now_utc()),
+            std::time::Duration::from_secs(20),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+
+    view! {
+        <header class="site-header">
+            <a class="brand" href="/">"Reeltime"</a>
+            <p class="tagline">"Live media processing"</p>
+        </header>
+        <main class="dashboard">
+            <SubmitForm submit/>
+            <section class="jobs" aria-labelledby="jobs-heading">
+                <h2 id="jobs-heading">"Jobs"</h2>
+                <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
+                    {move || Suspend::new(async move {
+                        match page.await {
+                            Ok(page) => view! { <JobTable page now paged=before.get().is_some()/> }.into_any(),
+                            Err(err) => view! {
+                                <p class="alert" role="alert">{err.to_string()}</p>
+                                <p><a href="/">"Show the newest jobs"</a></p>
+                            }.into_any(),
+                        }
+                    })}
+                </Transition>
+            </section>
+        </main>
+    }
+}
+
+#[component]
+fn SubmitForm(submit: ServerAction<SubmitJob>) -> impl IntoView {
+    let url_input = NodeRef::<html::Input>::new();
+    let preset_select = NodeRef::<html::Select>::new();
+    // Errors found in the browser before anything is sent.
+    let local_errors = RwSignal::new(FieldErrors::default());
+
+    // With JavaScript the form is submitted by the action (no page load); without it, the
+    // browser posts it to the server function, which redirects back here.
+    let on_submit = move |ev: SubmitEvent| {
+        ev.prevent_default();
+        let (Some(url), Some(preset)) = (url_input.get(), preset_select.get()) else {
+            return;
+        };
+        let submission = JobSubmission {
+            input_url: url.value(),
+            preset: Some(preset.value()),
+            kind: None,
+        };
+        match submission.validate() {
+            Err(errors) => local_errors.set(errors),
+            Ok(_) => {
+                local_errors.set(FieldErrors::default());
+                submit.dispatch(SubmitJob {
+                    input_url: submission.input_url,
+                    preset: submission.preset,
+                });
+            }
+        }
+    };
+
+    // Clear the form once the server has stored the job.
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = submit.value().get() {
+            if let Some(url) = url_input.get_untracked() {
+                url.set_value("");
+            }
+        }
+    });
+
+    let server_error = move || submit.value().get().and_then(Result::err);
+    let url_error = move || {
+        local_errors
+            .with(|e| e.get("input_url").map(str::to_owned))
+            .or_else(|| server_error().and_then(|e| e.field("input_url")))
+    };
+    let preset_error = move || server_error().and_then(|e| e.field("preset"));
+    let general_error = move || {
+        server_error().filter(|e| !matches!(e, SubmitJobError::Invalid(_)))
+    };
+
+    view! {
+        <form
+            class="submit-form"
+            method="post"
+            action=SubmitJob::PATH
+            novalidate
+            on:submit=on_submit
+        >
+            <div class="field">
+                <label for="input_url">"Media URL"</label>
+                <input
+                    id="input_url"
+                    name="input_url"
+                    type="url"
+                    inputmode="url"
+                    autocomplete="off"
+                    placeholder="https://example.com/video.mp4"
+                    required
+                    node_ref=url_input
+                    aria-invalid=move || url_error().is_some().to_string()
+                    aria-describedby="input_url-error"
+                />
+                <p id="input_url-error" class="field-error" role="alert">
+                    {url_error}
+                </p>
+            </div>
+            <div class="field">
+                <label for="preset">"Preset"</label>
+                <select id="preset" name="preset" node_ref=preset_select>
+                    {Preset::ALL
+                        .into_iter()
+                        .map(|preset| view! { <option value=preset.id()>{preset.label()}</option> })
+                        .collect_view()}
+                </select>
+                <p class="field-error" role="alert">{preset_error}</p>
+            </div>
+            <button type="submit" disabled=move || submit.pending().get()>
+                {move || if submit.pending().get() { "Submitting…" } else { "Process" }}
+            </button>
+            <p class="alert" role="alert">{move || general_error().map(|e| e.to_string())}</p>
+        </form>
+    }
+}
+
+#[component]
+fn JobTable(page: JobPage, now: RwSignal<OffsetDateTime>, paged: bool) -> impl IntoView {
+    let JobPage { jobs, next_before } = page;
+    let older = next_before.map(|cursor| {
+        view! { <a class="older" rel="next" href=format!("/?before={cursor}")>"Older jobs →"</a> }
+    });
+    let newest = paged.then(|| view! { <a class="newest" href="/">"← Newest jobs"</a> });
+    if jobs.is_empty() {
+        let message = if paged {
+            "No older jobs."
+        } else {
+            "No jobs yet. Paste the URL of a video above and press Process."
+        };
+        return view! {
+            <p class="empty-state">{message}</p>
+            <nav class="pager">{newest}</nav>
+        }
+        .into_any();
+    }
+    view! {
+        <table class="job-table">
+            <thead>
+                <tr>
+                    <th scope="col">"Input"</th>
+                    <th scope="col">"Status"</th>
+                    <th scope="col">"Created"</th>
+                    <th scope="col">"Output"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {jobs.into_iter().map(|job| view! { <JobRow job now/> }).collect_view()}
+            </tbody>
+        </table>
+        <nav class="pager">{newest}{older}</nav>
+    }
+    .into_any()
+}
+
+#[component]
+fn JobRow(job: Job, now: RwSignal<OffsetDateTime>) -> impl IntoView {
+    let status = job.status.as_str();
+    let created = job.created_at;
+    let created_iso = created.format(&Rfc3339).unwrap_or_default();
+    let short = shorten_middle(&job.input_url, 64);
+    let input = if is_linkable(&job.input_url) {
+        view! {
+            <a href=job.input_url.clone() title=job.input_url.clone() rel="noopener noreferrer nofollow" target="_blank">
+                {short}
+            </a>
+        }
+        .into_any()
+    } else {
+        view! { <span title=job.input_url.clone()>{short}</span> }.into_any()
+    };
+    let output = job
+        .output_url
+        .filter(|url| is_linkable(url))
+        .map(|url| view! { <a class="output-link" href=url rel="noopener noreferrer" target="_blank">"Download"</a> });
+    let error = job.error.map(|error| view! { <p class="job-error">{error}</p> });
+    view! {
+        <tr class="job" data-job-id=job.id.to_string() data-status=status>
+            <td class="job-input">{input}{error}</td>
+            <td><span class=format!("badge badge-{status}")>{status}</span></td>
+            <td>
+                <time datetime=created_iso.clone() title=created_iso>
+                    {move || relative_time(created, now.get())}
+                </time>
+            </td>
+            <td>
+                {match output {
+                    Some(link) => link.into_any(),
+                    None => view! { <span class="muted">"—"</span> }.into_any(),
+                }}
+            </td>
+        </tr>
+    }
+}

@@ -1,0 +1,66 @@
+//! Reeltime's user interface: Leptos components and the server functions they call.
+//!
+//! Compiled twice: with `ssr` into the server (rendering, server functions, database access)
+//! and with `hydrate` into the browser bundle.
+
+pub mod api;
+mod dashboard;
+#[cfg(feature = "ssr")]
+pub mod db;
+
+use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::{SsrMode, StaticSegment};
+
+pub use dashboard::Dashboard;
+
+/// The HTML document around the app; rendered on the server only.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="color-scheme" content="light dark"/>
+                <title>"Reeltime"</title>
+                <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
+                <link rel="stylesheet" href=css/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    view! {
+        <Router>
+            <Routes fallback=NotFound>
+                // Async: the first HTML already holds the job list, so there is no loading flash.
+                <Route path=StaticSegment("") view=Dashboard ssr=SsrMode::Async/>
+            </Routes>
+        </Router>
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::NOT_FOUND);
+        }
+    }
+    view! {
+        <main class="not-found">
+            <h1>"Not found"</h1>
+            <p><a href="/">"Back to the dashboard"</a></p>
+        </main>
+    }
+}

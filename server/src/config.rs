@@ -1,0 +1,280 @@
+//! Typed settings, read from the environment.
+//!
+//! Every variable is listed in [`VARIABLES`], which `reeltime --help` prints; a bad value stops
+//! start-up with a message that names the variable.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+
+/// A variable Reeltime reads: its name, its default, and what it does.
+pub struct Variable {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+pub const VARIABLES: &[Variable] = &[
+    Variable {
+        name: "REELTIME_HOST",
+        default: "127.0.0.1",
+        help: "Address to listen on (0.0.0.0 for every interface).",
+    },
+    Variable {
+        name: "REELTIME_PORT",
+        default: "3000",
+        help: "Port to listen on; 0 picks a free one.",
+    },
+    Variable {
+        name: "DATABASE_URL",
+        default: "(unset: embedded Postgres)",
+        help: "Postgres to use, e.g. postgres://user:pass@host:5432/db?sslmode=require. \
+               Unset, Reeltime runs its own Postgres in REELTIME_DATA_DIR.",
+    },
+    Variable {
+        name: "REELTIME_DATA_DIR",
+        default: ".reeltime",
+        help: "Where Reeltime keeps its files; the embedded Postgres lives in <dir>/postgres.",
+    },
+    Variable {
+        name: "REELTIME_PUBLIC_URL",
+        default: "http://<host>:<port>",
+        help: "The URL people and webhooks reach this server at.",
+    },
+    Variable {
+        name: "REELTIME_DB_MAX_CONNECTIONS",
+        default: "10",
+        help: "Largest number of pooled database connections.",
+    },
+    Variable {
+        name: "LEPTOS_SITE_ROOT",
+        default: "target/site",
+        help: "Folder holding the built browser bundle (pkg/) and public assets.",
+    },
+    Variable {
+        name: "RUST_LOG",
+        default: "info,sqlx=warn,tower_http=info",
+        help: "Log filter (tracing-subscriber EnvFilter syntax).",
+    },
+];
+
+#[derive(Clone)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub database_url: Option<SecretString>,
+    pub data_dir: PathBuf,
+    /// Without a trailing slash.
+    pub public_url: Option<String>,
+    pub db_max_connections: u32,
+    pub site_root: PathBuf,
+    pub log_filter: String,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field(
+                "database_url",
+                &self.database_url.as_ref().map(|_| "[redacted]"),
+            )
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("site_root", &self.site_root)
+            .finish()
+    }
+}
+
+/// A variable whose value could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+impl Settings {
+    /// Settings from the process environment.
+    pub fn from_env() -> Result<Settings, ConfigError> {
+        Settings::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Settings from any source of variables (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
+        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let default = |name: &str| {
+            VARIABLES
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.default.to_owned())
+                .unwrap_or_default()
+        };
+        fn parse<T: std::str::FromStr>(
+            name: &'static str,
+            value: String,
+            expected: &str,
+        ) -> Result<T, ConfigError> {
+            value.parse().map_err(|_| ConfigError {
+                name,
+                problem: format!("{value:?} is not {expected}"),
+            })
+        }
+
+        let host = parse(
+            "REELTIME_HOST",
+            var("REELTIME_HOST").unwrap_or_else(|| default("REELTIME_HOST")),
+            "an IP address",
+        )?;
+        let port = parse(
+            "REELTIME_PORT",
+            var("REELTIME_PORT").unwrap_or_else(|| default("REELTIME_PORT")),
+            "a port number (0-65535)",
+        )?;
+        let database_url = match var("DATABASE_URL") {
+            None => None,
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Some(SecretString::from(url))
+            }
+            Some(_) => {
+                // The value may hold a password: never echo it.
+                return Err(ConfigError {
+                    name: "DATABASE_URL",
+                    problem: "must start with postgres:// or postgresql://".into(),
+                });
+            }
+        };
+        let public_url = match var("REELTIME_PUBLIC_URL") {
+            None => None,
+            Some(url) => {
+                let parsed = url::Url::parse(&url).ok().filter(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
+                });
+                if parsed.is_none() {
+                    return Err(ConfigError {
+                        name: "REELTIME_PUBLIC_URL",
+                        problem: format!("{url:?} is not an http(s) URL"),
+                    });
+                }
+                Some(url.trim_end_matches('/').to_owned())
+            }
+        };
+        let db_max_connections: u32 = parse(
+            "REELTIME_DB_MAX_CONNECTIONS",
+            var("REELTIME_DB_MAX_CONNECTIONS")
+                .unwrap_or_else(|| default("REELTIME_DB_MAX_CONNECTIONS")),
+            "a whole number",
+        )?;
+        if db_max_connections == 0 {
+            return Err(ConfigError {
+                name: "REELTIME_DB_MAX_CONNECTIONS",
+                problem: "must be at least 1".into(),
+            });
+        }
+        Ok(Settings {
+            host,
+            port,
+            database_url,
+            data_dir: var("REELTIME_DATA_DIR")
+                .unwrap_or_else(|| default("REELTIME_DATA_DIR"))
+                .into(),
+            public_url,
+            db_max_connections,
+            site_root: var("LEPTOS_SITE_ROOT")
+                .unwrap_or_else(|| default("LEPTOS_SITE_ROOT"))
+                .into(),
+            log_filter: var("RUST_LOG").unwrap_or_else(|| default("RUST_LOG")),
+        })
+    }
+
+    /// The public base URL, defaulting to the listening address.
+    pub fn public_url_or(&self, port: u16) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{port}", self.host))
+    }
+}
+
+/// The text of `reeltime --help`.
+pub fn help_text() -> String {
+    let mut out = String::from(
+        "Reeltime: a live media-processing dashboard.\n\n\
+         Usage: reeltime [--help | --version]\n\n\
+         Configuration comes from environment variables:\n\n",
+    );
+    let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);
+    for v in VARIABLES {
+        out.push_str(&format!(
+            "  {:width$}  {}\n  {:width$}  default: {}\n",
+            v.name, v.help, "", v.default
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_run_out_of_the_box() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.host.to_string(), "127.0.0.1");
+        assert_eq!(s.port, 3000);
+        assert!(s.database_url.is_none());
+        assert_eq!(s.data_dir, PathBuf::from(".reeltime"));
+        assert_eq!(s.public_url_or(3000), "http://127.0.0.1:3000");
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let err = settings(&[("REELTIME_PORT", "eighty")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_PORT");
+        assert!(err.to_string().starts_with("REELTIME_PORT: \"eighty\""));
+        let err = settings(&[("REELTIME_HOST", "localhost:3000")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_HOST");
+        let err = settings(&[("REELTIME_PUBLIC_URL", "ftp://x")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_PUBLIC_URL");
+        let err = settings(&[("REELTIME_DB_MAX_CONNECTIONS", "0")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_DB_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn a_bad_database_url_is_not_echoed() {
+        let err = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).err().unwrap();
+        assert_eq!(err.name, "DATABASE_URL");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = settings(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        assert_eq!(
+            s.database_url.as_ref().unwrap().expose_secret(),
+            "postgres://u:hunter2@h/db"
+        );
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn help_lists_every_variable_with_its_default() {
+        let help = help_text();
+        for v in VARIABLES {
+            assert!(help.contains(v.name) && help.contains(v.default), "{}", v.name);
+        }
+    }
+}

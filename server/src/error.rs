@@ -1,0 +1,125 @@
+//! The API's one error type. Client mistakes say what is wrong; server faults are logged and
+//! answered with an opaque 500.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use reeltime::FieldErrors;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Well-formed input that breaks a rule; the fields say which.
+    #[error("validation failed: {0}")]
+    Validation(FieldErrors),
+    /// A body that parses but has the wrong shape (a missing or mistyped field).
+    #[error("unprocessable: {0}")]
+    Unprocessable(String),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("internal error: {0}")]
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+        ApiError::Internal(Box::new(err))
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) | ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match self {
+            ApiError::Validation(fields) => json!({
+                "error": "validation_failed",
+                "message": "Some fields are not valid.",
+                "fields": fields,
+            }),
+            ApiError::Unprocessable(message) => {
+                json!({ "error": "invalid_body", "message": message })
+            }
+            ApiError::BadRequest(message) => json!({ "error": "bad_request", "message": message }),
+            ApiError::NotFound(message) => json!({ "error": "not_found", "message": message }),
+            ApiError::PayloadTooLarge => json!({
+                "error": "payload_too_large",
+                "message": "The request body is too large.",
+            }),
+            ApiError::UnsupportedMediaType(message) => {
+                json!({ "error": "unsupported_media_type", "message": message })
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = %err, "request failed");
+                json!({ "error": "internal", "message": "Something went wrong on our side." })
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonSyntaxError(err) => {
+                ApiError::BadRequest(format!("The body is not valid JSON: {}", err.body_text()))
+            }
+            JsonRejection::JsonDataError(err) => ApiError::Unprocessable(err.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "Send the body as JSON, with `Content-Type: application/json`.".into(),
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(err: sqlx::Error) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+/// `axum::Json`, answering with [`ApiError`] when the body is not right.
+#[derive(axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// `axum::extract::Query`, answering with [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `axum::extract::Path`, answering with [`ApiError`].
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);

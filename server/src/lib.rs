@@ -1,0 +1,8 @@
+//! The Reeltime server: configuration, start-up, routes, and the embedded Postgres.
+
+pub mod config;
+pub mod embedded_pg;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,55 @@
+use std::process::ExitCode;
+
+use server::config::{help_text, Settings};
+use server::startup::{shutdown_signal, Application};
+use server::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        Some("-h" | "--help") => {
+            print!("{}", help_text());
+            return ExitCode::SUCCESS;
+        }
+        Some("-V" | "--version") => {
+            println!("reeltime {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("reeltime: unknown argument {other:?}\n\n{}", help_text());
+            return ExitCode::from(2);
+        }
+        None => {}
+    }
+
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("reeltime: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log_filter);
+
+    // Built on the main thread, which outlives the server: the embedded Postgres (if any) is
+    // tied to it.
+    let app = match Application::build(&settings).await {
+        Ok(app) => app,
+        Err(err) => {
+            tracing::error!("could not start: {err}");
+            eprintln!("reeltime: could not start: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = settings.public_url_or(app.port());
+    tracing::info!("Reeltime is running at {url}");
+    println!("Reeltime is running at {url}");
+
+    match app.run_until_stopped(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("server error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! Liveness and readiness.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+/// The process is up and serving.
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The process can do its work: the database answers.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    let ping = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool);
+    match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "readiness check: database unreachable");
+            unavailable()
+        }
+        Err(_) => {
+            tracing::warn!("readiness check: database did not answer in 2 s");
+            unavailable()
+        }
+    }
+}
+
+fn unavailable() -> (StatusCode, Json<Value>) {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({ "status": "unavailable", "reason": "database unreachable" })),
+    )
+}

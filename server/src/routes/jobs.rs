@@ -1,0 +1,73 @@
+//! `/api/jobs`: submit, list and read jobs as JSON.
+
+use app::db::{self, SubmitError};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use reeltime::{Job, JobId, JobPage, JobSubmission, PageCursor, PageLimit};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs", get(list).post(create))
+        .route("/api/jobs/{id}", get(read))
+}
+
+/// `POST /api/jobs` with `{"input_url": "...", "preset": "...", "kind": "..."}`.
+async fn create(
+    State(state): State<AppState>,
+    ApiJson(submission): ApiJson<JobSubmission>,
+) -> Result<impl IntoResponse, ApiError> {
+    let job = db::submit_job(&state.pool, &submission)
+        .await
+        .map_err(|err| match err {
+            SubmitError::Invalid(fields) => ApiError::Validation(fields),
+            SubmitError::Database(err) => ApiError::internal(err),
+        })?;
+    let location = format!("/api/jobs/{}", job.id);
+    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(job)))
+}
+
+#[derive(Deserialize)]
+struct ListParams {
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+/// `GET /api/jobs?limit=&before=`: newest first; `next_before` continues.
+async fn list(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<JobPage>, ApiError> {
+    let limit = params
+        .limit
+        .map(PageLimit::new)
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+        .unwrap_or_default();
+    let before = params
+        .before
+        .filter(|b| !b.is_empty())
+        .map(|b| b.parse::<PageCursor>())
+        .transpose()
+        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    Ok(Json(db::list_jobs(&state.pool, before, limit).await?))
+}
+
+/// `GET /api/jobs/{id}`.
+async fn read(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Job>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("There is no job {id:?}."));
+    let job_id: JobId = id.parse().map_err(|_| not_found())?;
+    db::get_job(&state.pool, job_id)
+        .await?
+        .map(Json)
+        .ok_or_else(not_found)
+}

@@ -1,0 +1,4 @@
+//! HTTP routes, grouped by resource.
+
+pub mod health;
+pub mod jobs;

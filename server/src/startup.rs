@@ -1,0 +1,220 @@
+//! Building the application: database, migrations, routes, listener. Tests build it the same
+//! way on port 0 with a database of their own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use app::{shell, App};
+use axum::body::Body;
+use axum::extract::FromRef;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
+use crate::routes;
+
+/// Largest request body accepted anywhere (the JSON API and the form alike).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub leptos_options: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("embedded Postgres: {0}")]
+    EmbeddedPostgres(#[from] EmbeddedPgError),
+    #[error("DATABASE_URL: {0}")]
+    DatabaseUrl(sqlx::Error),
+    #[error("could not connect to the database: {0}")]
+    Connect(sqlx::Error),
+    #[error("could not migrate the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    pool: PgPool,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Application {
+    /// Connect (starting the embedded Postgres when no `DATABASE_URL` is set), migrate, bind.
+    pub async fn build(settings: &Settings) -> Result<Application, StartupError> {
+        let (connect, embedded) = match &settings.database_url {
+            Some(url) => {
+                let options: PgConnectOptions = url
+                    .expose_secret()
+                    .parse()
+                    .map_err(StartupError::DatabaseUrl)?;
+                (options, None)
+            }
+            None => {
+                let pg = EmbeddedPostgres::start(&settings.data_dir).await?;
+                (pg.connect_options(), Some(pg))
+            }
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.db_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(connect.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)))
+            .await
+            .map_err(StartupError::Connect)?;
+        MIGRATOR.run(&pool).await?;
+
+        let addr = SocketAddr::new(settings.host, settings.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let leptos_options = LeptosOptions::builder()
+            .output_name("reeltime")
+            .site_root(settings.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(local)
+            .build();
+        let router = router(AppState {
+            pool: pool.clone(),
+            leptos_options,
+        });
+        Ok(Application {
+            listener,
+            router,
+            pool,
+            embedded,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serve until `shutdown` completes, let requests in flight finish, then close the pool
+    /// and stop the embedded Postgres.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Application {
+            listener,
+            router,
+            pool,
+            mut embedded,
+        } = self;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        pool.close().await;
+        if let Some(pg) = embedded.as_mut() {
+            pg.stop();
+        }
+        served
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let leptos_options = state.leptos_options.clone();
+    let pool = state.pool.clone();
+    let context = move || provide_context(pool.clone());
+    let app_shell = {
+        let options = leptos_options.clone();
+        move || shell(options.clone())
+    };
+
+    // Unknown paths that are not files render the app's "not found" page (status 404).
+    let not_found = {
+        let handler = leptos_axum::render_app_to_stream_with_context(context.clone(), app_shell.clone());
+        tower::service_fn(move |req: Request<Body>| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        })
+    };
+    // The browser bundle and public files; cargo-leptos writes .br and .gz beside each file.
+    let static_files = ServeDir::new(&*leptos_options.site_root)
+        .precompressed_br()
+        .precompressed_gzip()
+        .fallback(not_found);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                // The path only: query strings can carry things that don't belong in logs.
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(CompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::jobs::router())
+        .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
+        .fallback_service(static_files)
+        .layer(middleware)
+        .with_state(state)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,317 @@
+//! Jobs: identity, kind, preset and the status state machine.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// The dashboard's own id for a job (the `jobs.id` primary key).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// Where a job is in its life.
+///
+/// ```text
+/// pending ─▶ queued ─▶ processing ─▶ succeeded | failed | cancelled
+/// ```
+///
+/// A job only ever moves forward, it may skip steps (a webhook can report `succeeded` for a job
+/// we still think is `queued`), and a terminal state never changes. See
+/// `docs/decisions/001-job-status-state-machine.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Inserted, not yet accepted by the processor.
+    Pending,
+    /// Accepted by the processor, waiting for a worker.
+    Queued,
+    /// Being worked on.
+    Processing,
+    /// Finished with an output.
+    Succeeded,
+    /// Finished without an output; `error` says why.
+    Failed,
+    /// Stopped on purpose before it finished.
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Queued,
+        JobStatus::Processing,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Queued => "queued",
+            JobStatus::Processing => "processing",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// How far along a job is; every terminal state shares the last step.
+    pub fn step(self) -> u8 {
+        match self {
+            JobStatus::Pending => 0,
+            JobStatus::Queued => 1,
+            JobStatus::Processing => 2,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => 3,
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self.step() == 3
+    }
+
+    /// Whether a job in `self` may move to `next`: forward only, never out of a terminal state.
+    pub fn can_transition_to(self, next: JobStatus) -> bool {
+        !self.is_terminal() && next.step() > self.step()
+    }
+
+    /// The status after a report of `reported`: the report if it is a legal move, otherwise the
+    /// current status (stale, repeated and out-of-order reports change nothing).
+    pub fn advance(self, reported: JobStatus) -> JobStatus {
+        if self.can_transition_to(reported) {
+            reported
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job status {0:?}")]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for JobStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// The kind of media work, as Ittybit names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Video,
+    Audio,
+    Image,
+    Animation,
+    AdaptiveVideo,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 5] = [
+        JobKind::Video,
+        JobKind::Audio,
+        JobKind::Image,
+        JobKind::Animation,
+        JobKind::AdaptiveVideo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Video => "video",
+            JobKind::Audio => "audio",
+            JobKind::Image => "image",
+            JobKind::Animation => "animation",
+            JobKind::AdaptiveVideo => "adaptive_video",
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job kind {0:?}")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for JobKind {
+    type Err = UnknownKind;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownKind(s.to_owned()))
+    }
+}
+
+/// A named set of processing options a person can pick in the dashboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Preset {
+    /// The seed guide's preset: video, 1280 wide, MP4, high quality.
+    #[serde(rename = "video_1280_mp4_high")]
+    Video1280Mp4High,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 1] = [Preset::Video1280Mp4High];
+    pub const DEFAULT: Preset = Preset::Video1280Mp4High;
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Preset::Video1280Mp4High => "video_1280_mp4_high",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Preset::Video1280Mp4High => "Video, 1280 wide, MP4, high quality",
+        }
+    }
+
+    pub fn kind(self) -> JobKind {
+        match self {
+            Preset::Video1280Mp4High => JobKind::Video,
+        }
+    }
+
+    /// The `options` object sent to Ittybit for this preset.
+    pub fn options(self) -> serde_json::Value {
+        match self {
+            Preset::Video1280Mp4High => {
+                serde_json::json!({ "width": 1280, "format": "mp4", "quality": "high" })
+            }
+        }
+    }
+
+    pub fn from_id(id: &str) -> Option<Preset> {
+        Preset::ALL.into_iter().find(|preset| preset.id() == id)
+    }
+}
+
+/// A job as the API and the dashboard show it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub input_url: String,
+    pub kind: JobKind,
+    pub options: serde_json::Value,
+    pub status: JobStatus,
+    /// The processor's id for this job, once it has accepted it.
+    pub task_id: Option<String>,
+    pub output_url: Option<String>,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use JobStatus::*;
+
+    #[test]
+    fn happy_path_moves_forward() {
+        assert!(Pending.can_transition_to(Queued));
+        assert!(Queued.can_transition_to(Processing));
+        assert!(Processing.can_transition_to(Succeeded));
+        assert!(Processing.can_transition_to(Failed));
+        assert!(Processing.can_transition_to(Cancelled));
+    }
+
+    #[test]
+    fn steps_may_be_skipped() {
+        // A dispatch that fails for good never reaches the processor's queue.
+        assert!(Pending.can_transition_to(Failed));
+        assert!(Pending.can_transition_to(Cancelled));
+        // A finished-webhook can overtake the processing one.
+        assert!(Queued.can_transition_to(Succeeded));
+        assert!(Pending.can_transition_to(Processing));
+    }
+
+    #[test]
+    fn never_backwards_or_sideways() {
+        assert!(!Processing.can_transition_to(Queued));
+        assert!(!Queued.can_transition_to(Pending));
+        assert!(!Processing.can_transition_to(Processing));
+        assert!(!Pending.can_transition_to(Pending));
+    }
+
+    #[test]
+    fn terminal_states_never_change() {
+        for from in [Succeeded, Failed, Cancelled] {
+            assert!(from.is_terminal());
+            for to in JobStatus::ALL {
+                assert!(!from.can_transition_to(to), "{from} -> {to} must be refused");
+                assert_eq!(from.advance(to), from);
+            }
+        }
+    }
+
+    #[test]
+    fn advance_ignores_stale_reports() {
+        assert_eq!(Processing.advance(Queued), Processing);
+        assert_eq!(Queued.advance(Processing), Processing);
+        assert_eq!(Processing.advance(Succeeded), Succeeded);
+    }
+
+    #[test]
+    fn status_round_trips_through_its_name() {
+        for status in JobStatus::ALL {
+            assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
+            assert_eq!(
+                serde_json::to_value(status).unwrap(),
+                serde_json::json!(status.as_str())
+            );
+        }
+        assert!("completed".parse::<JobStatus>().is_err());
+    }
+
+    #[test]
+    fn kind_round_trips_through_its_name() {
+        for kind in JobKind::ALL {
+            assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));
+        }
+        assert!("hologram".parse::<JobKind>().is_err());
+    }
+
+    #[test]
+    fn the_seed_preset_sends_the_seed_options() {
+        let preset = Preset::from_id("video_1280_mp4_high").unwrap();
+        assert_eq!(preset.kind(), JobKind::Video);
+        assert_eq!(
+            preset.options(),
+            serde_json::json!({"width": 1280, "format": "mp4", "quality": "high"})
+        );
+    }
+}

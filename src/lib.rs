@@ -1,0 +1,15 @@
+//! Reeltime's domain core.
+//!
+//! Framework-free: no web framework, no database driver. Everything here compiles for the
+//! server and for the browser (wasm32), so the dashboard validates input with exactly the
+//! rules the server enforces.
+
+pub mod job;
+pub mod media_url;
+pub mod page;
+pub mod submission;
+
+pub use job::{Job, JobId, JobKind, JobStatus, Preset};
+pub use media_url::{MediaUrl, MediaUrlError, MAX_MEDIA_URL_LEN};
+pub use page::{is_linkable, relative_time, shorten_middle, JobPage, PageCursor, PageLimit};
+pub use submission::{FieldErrors, JobSubmission, NewJob};
