@@ -1,0 +1,209 @@
+//! The embedded Postgres, through the real binary: no DATABASE_URL, a data directory of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+struct Running {
+    child: Child,
+    address: String,
+}
+
+fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("reeltime-embedded-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The cluster may belong to the postgres user (when tests run as root): let it in.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+async fn start(data_dir: &Path) -> Running {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reeltime"))
+        .env_remove("DATABASE_URL")
+        .env("REELTIME_DATA_DIR", data_dir)
+        .env("REELTIME_PORT", "0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let address = tokio::time::timeout(Duration::from_secs(90), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Reeltime is running at ") {
+                return url.to_owned();
+            }
+        }
+        panic!("reeltime exited before it was ready");
+    })
+    .await
+    .expect("reeltime started within 90 s");
+    Running { child, address }
+}
+
+impl Running {
+    async fn stop(mut self, signal: libc::c_int) -> Option<i32> {
+        let pid = self.child.id().unwrap() as libc::pid_t;
+        unsafe { libc::kill(pid, signal) };
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("reeltime stopped within 60 s")
+            .unwrap();
+        status.code()
+    }
+}
+
+fn postmaster_pid(data_dir: &Path) -> Option<i32> {
+    std::fs::read_to_string(data_dir.join("postgres/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie still answers kill(0); look at its state too.
+    let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let zombie = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let exists = unsafe { libc::kill(pid, 0) == 0 };
+    exists && !zombie
+}
+
+async fn wait_gone(pid: i32) -> bool {
+    for _ in 0..200 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn starts_from_nothing_keeps_data_across_restarts_and_leaves_nothing_running() {
+    let data_dir = scratch_dir();
+    let client = reqwest::Client::new();
+
+    // First start: creates the cluster, migrates, serves.
+    let app = start(&data_dir).await;
+    assert!(data_dir.join("postgres/PG_VERSION").exists());
+    let created: Value = client
+        .post(format!("{}/api/jobs", app.address))
+        .json(&json!({ "input_url": "https://example.com/kept.mp4" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let postgres = postmaster_pid(&data_dir).expect("postgres is running");
+    assert!(alive(postgres));
+
+    // SIGTERM: a clean exit that takes Postgres with it.
+    assert_eq!(app.stop(libc::SIGTERM).await, Some(0));
+    assert!(wait_gone(postgres).await, "postgres {postgres} still runs after shutdown");
+    assert!(postmaster_pid(&data_dir).is_none(), "postmaster.pid left behind");
+
+    // Second start: same data.
+    let app = start(&data_dir).await;
+    let response = client
+        .get(format!("{}/api/jobs/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let postgres = postmaster_pid(&data_dir).unwrap();
+
+    // A crash (SIGKILL, no clean-up code runs): Postgres still goes away.
+    app.stop(libc::SIGKILL).await;
+    assert!(wait_gone(postgres).await, "postgres {postgres} outlived a crashed reeltime");
+
+    // ... and the next start recovers.
+    let app = start(&data_dir).await;
+    let response = client
+        .get(format!("{}/api/jobs/{id}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let postgres = postmaster_pid(&data_dir).unwrap();
+    assert_eq!(app.stop(libc::SIGINT).await, Some(0));
+    assert!(wait_gone(postgres).await);
+
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn an_orphaned_postgres_is_taken_over() {
+    let data_dir = scratch_dir();
+    let app = start(&data_dir).await;
+    app.stop(libc::SIGTERM).await;
+
+    // Start the cluster by hand, as if a crashed Reeltime had left it running.
+    let bindir = server::embedded_pg::find_bindir().unwrap();
+    let cluster = data_dir.join("postgres");
+    let mut orphan = std::process::Command::new(bindir.join("postgres"));
+    orphan
+        .arg("-D")
+        .arg(&cluster)
+        .arg("-k")
+        .arg(&cluster)
+        .args(["-c", "listen_addresses="])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::process::CommandExt;
+        let meta = std::fs::metadata(&cluster).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        orphan.uid(meta.uid()).gid(meta.gid());
+    }
+    let mut orphan = orphan.spawn().unwrap();
+    let mut waited = 0;
+    while postmaster_pid(&data_dir).is_none() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let stale = postmaster_pid(&data_dir).expect("hand-started postgres is up");
+
+    let app = start(&data_dir).await;
+    let _ = orphan.wait();
+    assert!(!alive(stale), "the orphan was stopped");
+    let response = reqwest::get(format!("{}/readyz", app.address)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    app.stop(libc::SIGTERM).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_start_up_naming_the_variable() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reeltime"))
+        .env("REELTIME_PORT", "not-a-port")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("REELTIME_PORT"), "{stderr}");
+}
+
+#[tokio::test]
+async fn help_lists_the_configuration() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reeltime"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for name in ["REELTIME_PORT", "DATABASE_URL", "REELTIME_DATA_DIR", "REELTIME_PUBLIC_URL", "RUST_LOG"] {
+        assert!(stdout.contains(name), "{name} missing from --help");
+    }
+}

@@ -1,0 +1,7 @@
+//! The API's integration tests: one binary, each test with its own app and database.
+
+mod embedded;
+mod health;
+mod helpers;
+mod jobs;
+mod pages;
