@@ -35,12 +35,16 @@ pub fn Dashboard() -> impl IntoView {
         }
     });
 
+    // Marks the page once the browser has taken it over (tests wait for this).
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
+
     view! {
         <header class="site-header">
             <a class="brand" href="/">"Reeltime"</a>
             <p class="tagline">"Live media processing"</p>
         </header>
-        <main class="dashboard">
+        <main class="dashboard" data-hydrated=move || hydrated.get().to_string()>
             <SubmitForm submit/>
             <section class="jobs" aria-labelledby="jobs-heading">
                 <h2 id="jobs-heading">"Jobs"</h2>
