@@ -272,7 +272,10 @@ mod tests {
         for from in [Succeeded, Failed, Cancelled] {
             assert!(from.is_terminal());
             for to in JobStatus::ALL {
-                assert!(!from.can_transition_to(to), "{from} -> {to} must be refused");
+                assert!(
+                    !from.can_transition_to(to),
+                    "{from} -> {to} must be refused"
+                );
                 assert_eq!(from.advance(to), from);
             }
         }

@@ -140,7 +140,10 @@ mod tests {
     fn refuses_non_urls_with_a_reason() {
         let err = MediaUrl::parse("not a url").unwrap_err();
         assert!(matches!(err, MediaUrlError::Invalid { .. }), "{err:?}");
-        assert!(err.to_string().contains("relative URL without a base"), "{err}");
+        assert!(
+            err.to_string().contains("relative URL without a base"),
+            "{err}"
+        );
         assert!(matches!(
             MediaUrl::parse("https://"),
             Err(MediaUrlError::Invalid { .. })

@@ -145,14 +145,23 @@ mod tests {
 
     #[test]
     fn bad_cursors_are_refused() {
-        for bad in ["", "123", "abc.def", "1.not-a-uuid", "99999999999999999999999999.0"] {
+        for bad in [
+            "",
+            "123",
+            "abc.def",
+            "1.not-a-uuid",
+            "99999999999999999999999999.0",
+        ] {
             assert!(bad.parse::<PageCursor>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn shortening_keeps_both_ends() {
-        assert_eq!(shorten_middle("https://a.io/x.mp4", 40), "https://a.io/x.mp4");
+        assert_eq!(
+            shorten_middle("https://a.io/x.mp4", 40),
+            "https://a.io/x.mp4"
+        );
         let long = "https://media.example.com/some/very/long/path/to/a/video-file.mp4";
         let short = shorten_middle(long, 30);
         assert_eq!(short.chars().count(), 30);

@@ -44,7 +44,9 @@ pub struct FieldErrors(pub BTreeMap<String, String>);
 
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+        self.0
+            .entry(field.to_owned())
+            .or_insert_with(|| message.into());
     }
 
     pub fn get(&self, field: &str) -> Option<&str> {
@@ -84,13 +86,21 @@ impl JobSubmission {
                 let known: Vec<_> = Preset::ALL.iter().map(|p| p.id()).collect();
                 errors.add(
                     "preset",
-                    format!("Unknown preset {id:?}; choose one of: {}.", known.join(", ")),
+                    format!(
+                        "Unknown preset {id:?}; choose one of: {}.",
+                        known.join(", ")
+                    ),
                 );
                 None
             }),
         };
 
-        if let Some(kind) = self.kind.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
+        if let Some(kind) = self
+            .kind
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        {
             match kind.parse::<JobKind>() {
                 Err(_) => {
                     let known: Vec<_> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -151,7 +161,10 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(errors.get("input_url").is_some());
-        assert!(errors.get("preset").unwrap().contains("video_1280_mp4_high"));
+        assert!(errors
+            .get("preset")
+            .unwrap()
+            .contains("video_1280_mp4_high"));
         assert!(errors.get("kind").unwrap().contains("video"));
     }
 

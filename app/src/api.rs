@@ -43,10 +43,7 @@ fn pool() -> Option<sqlx::PgPool> {
 
 /// Submit a job. Posted by the dashboard's form, with or without JavaScript.
 #[server(prefix = "/api/fn", endpoint = "submit_job")]
-pub async fn submit_job(
-    input_url: String,
-    preset: Option<String>,
-) -> Result<Job, SubmitJobError> {
+pub async fn submit_job(input_url: String, preset: Option<String>) -> Result<Job, SubmitJobError> {
     use crate::db::{self, SubmitError};
     let pool = pool().ok_or(SubmitJobError::Unavailable)?;
     let submission = reeltime::JobSubmission {

@@ -111,9 +111,7 @@ fn SubmitForm(submit: ServerAction<SubmitJob>) -> impl IntoView {
             .or_else(|| server_error().and_then(|e| e.field("input_url")))
     };
     let preset_error = move || server_error().and_then(|e| e.field("preset"));
-    let general_error = move || {
-        server_error().filter(|e| !matches!(e, SubmitJobError::Invalid(_)))
-    };
+    let general_error = move || server_error().filter(|e| !matches!(e, SubmitJobError::Invalid(_)));
 
     view! {
         <form
@@ -217,7 +215,9 @@ fn JobRow(job: Job, now: RwSignal<OffsetDateTime>) -> impl IntoView {
         .output_url
         .filter(|url| is_linkable(url))
         .map(|url| view! { <a class="output-link" href=url rel="noopener noreferrer" target="_blank">"Download"</a> });
-    let error = job.error.map(|error| view! { <p class="job-error">{error}</p> });
+    let error = job
+        .error
+        .map(|error| view! { <p class="job-error">{error}</p> });
     view! {
         <tr class="job" data-job-id=job.id.to_string() data-status=status>
             <td class="job-input">{input}{error}</td>

@@ -1,8 +1,6 @@
 //! The jobs table (server only). Every writer of jobs in this process goes through here.
 
-use reeltime::{
-    FieldErrors, Job, JobId, JobPage, JobSubmission, NewJob, PageCursor, PageLimit,
-};
+use reeltime::{FieldErrors, Job, JobId, JobPage, JobSubmission, NewJob, PageCursor, PageLimit};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -79,11 +77,14 @@ pub async fn insert_job(pool: &PgPool, job: &NewJob) -> Result<Job, sqlx::Error>
 }
 
 pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Error> {
-    let row: Option<JobRow> =
-        sqlx::query_as(concat!("select ", job_columns!(), " from jobs where id = $1"))
-            .bind(id.0)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<JobRow> = sqlx::query_as(concat!(
+        "select ",
+        job_columns!(),
+        " from jobs where id = $1"
+    ))
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
     row.map(Job::try_from).transpose()
 }
 
@@ -127,7 +128,8 @@ pub async fn list_jobs(
         .collect::<Result<Vec<_>, _>>()?;
     let next_before = if jobs.len() > limit {
         jobs.truncate(limit);
-        jobs.last().map(|job| PageCursor::after_job(job).to_string())
+        jobs.last()
+            .map(|job| PageCursor::after_job(job).to_string())
     } else {
         None
     };

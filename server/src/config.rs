@@ -106,7 +106,11 @@ impl Settings {
 
     /// Settings from any source of variables (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
-        let var = |name: &str| get(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let var = |name: &str| {
+            get(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let default = |name: &str| {
             VARIABLES
                 .iter()
@@ -151,9 +155,9 @@ impl Settings {
         let public_url = match var("REELTIME_PUBLIC_URL") {
             None => None,
             Some(url) => {
-                let parsed = url::Url::parse(&url).ok().filter(|u| {
-                    matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
-                });
+                let parsed = url::Url::parse(&url)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
                 if parsed.is_none() {
                     return Err(ConfigError {
                         name: "REELTIME_PUBLIC_URL",
@@ -245,17 +249,25 @@ mod tests {
         let err = settings(&[("REELTIME_PORT", "eighty")]).err().unwrap();
         assert_eq!(err.name, "REELTIME_PORT");
         assert!(err.to_string().starts_with("REELTIME_PORT: \"eighty\""));
-        let err = settings(&[("REELTIME_HOST", "localhost:3000")]).err().unwrap();
+        let err = settings(&[("REELTIME_HOST", "localhost:3000")])
+            .err()
+            .unwrap();
         assert_eq!(err.name, "REELTIME_HOST");
-        let err = settings(&[("REELTIME_PUBLIC_URL", "ftp://x")]).err().unwrap();
+        let err = settings(&[("REELTIME_PUBLIC_URL", "ftp://x")])
+            .err()
+            .unwrap();
         assert_eq!(err.name, "REELTIME_PUBLIC_URL");
-        let err = settings(&[("REELTIME_DB_MAX_CONNECTIONS", "0")]).err().unwrap();
+        let err = settings(&[("REELTIME_DB_MAX_CONNECTIONS", "0")])
+            .err()
+            .unwrap();
         assert_eq!(err.name, "REELTIME_DB_MAX_CONNECTIONS");
     }
 
     #[test]
     fn a_bad_database_url_is_not_echoed() {
-        let err = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).err().unwrap();
+        let err = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")])
+            .err()
+            .unwrap();
         assert_eq!(err.name, "DATABASE_URL");
         assert!(!err.to_string().contains("hunter2"));
     }
@@ -274,7 +286,11 @@ mod tests {
     fn help_lists_every_variable_with_its_default() {
         let help = help_text();
         for v in VARIABLES {
-            assert!(help.contains(v.name) && help.contains(v.default), "{}", v.name);
+            assert!(
+                help.contains(v.name) && help.contains(v.default),
+                "{}",
+                v.name
+            );
         }
     }
 }

@@ -92,8 +92,7 @@ impl EmbeddedPostgres {
     /// Call it from a thread that lives as long as the server (the main thread): the child is
     /// told to stop when the thread that started it goes away.
     pub async fn start(data_dir: &Path) -> Result<EmbeddedPostgres, EmbeddedPgError> {
-        fs::create_dir_all(data_dir)
-            .map_err(io_err(format!("creating {}", data_dir.display())))?;
+        fs::create_dir_all(data_dir).map_err(io_err(format!("creating {}", data_dir.display())))?;
         let data_dir = fs::canonicalize(data_dir)
             .map_err(io_err(format!("resolving {}", data_dir.display())))?;
         let cluster_dir = data_dir.join("postgres");
@@ -123,7 +122,10 @@ impl EmbeddedPostgres {
             .args(["-c", "unix_socket_permissions=0700"])
             .current_dir(&cluster_dir)
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io_err("opening the Postgres log"))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(io_err("opening the Postgres log"))?,
+            )
             .stderr(log);
         if let Some(user) = run_as {
             command.uid(user.uid).gid(user.gid);
@@ -192,7 +194,9 @@ impl EmbeddedPostgres {
                 }
                 Err(err) if Instant::now() > deadline => {
                     return Err(EmbeddedPgError::Failed {
-                        what: format!("waiting for the embedded Postgres to accept connections ({err})"),
+                        what: format!(
+                            "waiting for the embedded Postgres to accept connections ({err})"
+                        ),
                         log: self.log_path.clone(),
                         tail: log_tail(&self.log_path, log_start),
                     });
@@ -231,7 +235,10 @@ impl EmbeddedPostgres {
         if wait_for(&mut child, Duration::from_secs(30)) {
             return;
         }
-        tracing::warn!(pid, "the embedded Postgres did not stop in 30 s; stopping it immediately");
+        tracing::warn!(
+            pid,
+            "the embedded Postgres did not stop in 30 s; stopping it immediately"
+        );
         unsafe { libc::kill(pid, libc::SIGQUIT) };
         if !wait_for(&mut child, Duration::from_secs(10)) {
             let _ = child.kill();
@@ -293,8 +300,9 @@ fn init_cluster(
     fs::set_permissions(cluster_dir, fs::Permissions::from_mode(0o700))
         .map_err(io_err(format!("restricting {}", cluster_dir.display())))?;
     if let Some(user) = run_as {
-        std::os::unix::fs::chown(cluster_dir, Some(user.uid), Some(user.gid))
-            .map_err(io_err(format!("handing {} to the postgres user", cluster_dir.display())))?;
+        std::os::unix::fs::chown(cluster_dir, Some(user.uid), Some(user.gid)).map_err(io_err(
+            format!("handing {} to the postgres user", cluster_dir.display()),
+        ))?;
     }
     let log = open_log(log_path)?;
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
@@ -305,7 +313,10 @@ fn init_cluster(
         .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C"])
         .current_dir(cluster_dir)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(io_err("opening the Postgres log"))?)
+        .stdout(
+            log.try_clone()
+                .map_err(io_err("opening the Postgres log"))?,
+        )
         .stderr(log);
     if let Some(user) = run_as {
         command.uid(user.uid).gid(user.gid);
@@ -336,7 +347,11 @@ fn stop_orphan(cluster_dir: &Path) -> Result<(), EmbeddedPgError> {
     let Ok(pidfile) = fs::read_to_string(cluster_dir.join("postmaster.pid")) else {
         return Ok(());
     };
-    let Some(pid) = pidfile.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else {
+    let Some(pid) = pidfile
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
         return Ok(());
     };
     let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
@@ -359,7 +374,10 @@ fn stop_orphan(cluster_dir: &Path) -> Result<(), EmbeddedPgError> {
             dir: cluster_dir.to_owned(),
         });
     }
-    tracing::warn!(pid, "stopping a Postgres left running by an earlier Reeltime");
+    tracing::warn!(
+        pid,
+        "stopping a Postgres left running by an earlier Reeltime"
+    );
     unsafe { libc::kill(pid, libc::SIGINT) };
     let deadline = Instant::now() + Duration::from_secs(30);
     while alive(pid) && Instant::now() < deadline {

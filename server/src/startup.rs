@@ -90,7 +90,9 @@ impl Application {
         let pool = PgPoolOptions::new()
             .max_connections(settings.db_max_connections)
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(connect.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)))
+            .connect_with(
+                connect.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)),
+            )
             .await
             .map_err(StartupError::Connect)?;
         MIGRATOR.run(&pool).await?;
@@ -99,7 +101,9 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| StartupError::Bind { addr, source })?;
-        let local = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
         let leptos_options = LeptosOptions::builder()
             .output_name("reeltime")
             .site_root(settings.site_root.to_string_lossy().into_owned())
@@ -160,7 +164,8 @@ pub fn router(state: AppState) -> Router {
 
     // Unknown paths that are not files render the app's "not found" page (status 404).
     let not_found = {
-        let handler = leptos_axum::render_app_to_stream_with_context(context.clone(), app_shell.clone());
+        let handler =
+            leptos_axum::render_app_to_stream_with_context(context.clone(), app_shell.clone());
         tower::service_fn(move |req: Request<Body>| {
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler(req).await) }

@@ -30,7 +30,11 @@ async fn create(
             SubmitError::Database(err) => ApiError::internal(err),
         })?;
     let location = format!("/api/jobs/{}", job.id);
-    Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(job)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(job),
+    ))
 }
 
 #[derive(Deserialize)]

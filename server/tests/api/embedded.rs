@@ -15,7 +15,10 @@ struct Running {
 }
 
 fn scratch_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("reeltime-embedded-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "reeltime-embedded-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     // The cluster may belong to the postgres user (when tests run as root): let it in.
     use std::os::unix::fs::PermissionsExt;
@@ -73,7 +76,9 @@ fn postmaster_pid(data_dir: &Path) -> Option<i32> {
 fn alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at its state too.
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = state.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+    let zombie = state
+        .rsplit_once(')')
+        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
     let exists = unsafe { libc::kill(pid, 0) == 0 };
     exists && !zombie
 }
@@ -111,8 +116,14 @@ async fn starts_from_nothing_keeps_data_across_restarts_and_leaves_nothing_runni
 
     // SIGTERM: a clean exit that takes Postgres with it.
     assert_eq!(app.stop(libc::SIGTERM).await, Some(0));
-    assert!(wait_gone(postgres).await, "postgres {postgres} still runs after shutdown");
-    assert!(postmaster_pid(&data_dir).is_none(), "postmaster.pid left behind");
+    assert!(
+        wait_gone(postgres).await,
+        "postgres {postgres} still runs after shutdown"
+    );
+    assert!(
+        postmaster_pid(&data_dir).is_none(),
+        "postmaster.pid left behind"
+    );
 
     // Second start: same data.
     let app = start(&data_dir).await;
@@ -126,7 +137,10 @@ async fn starts_from_nothing_keeps_data_across_restarts_and_leaves_nothing_runni
 
     // A crash (SIGKILL, no clean-up code runs): Postgres still goes away.
     app.stop(libc::SIGKILL).await;
-    assert!(wait_gone(postgres).await, "postgres {postgres} outlived a crashed reeltime");
+    assert!(
+        wait_gone(postgres).await,
+        "postgres {postgres} outlived a crashed reeltime"
+    );
 
     // ... and the next start recovers.
     let app = start(&data_dir).await;
@@ -178,7 +192,9 @@ async fn an_orphaned_postgres_is_taken_over() {
     let app = start(&data_dir).await;
     let _ = orphan.wait();
     assert!(!alive(stale), "the orphan was stopped");
-    let response = reqwest::get(format!("{}/readyz", app.address)).await.unwrap();
+    let response = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     app.stop(libc::SIGTERM).await;
     let _ = std::fs::remove_dir_all(&data_dir);
@@ -203,7 +219,13 @@ async fn help_lists_the_configuration() {
         .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    for name in ["REELTIME_PORT", "DATABASE_URL", "REELTIME_DATA_DIR", "REELTIME_PUBLIC_URL", "RUST_LOG"] {
+    for name in [
+        "REELTIME_PORT",
+        "DATABASE_URL",
+        "REELTIME_DATA_DIR",
+        "REELTIME_PUBLIC_URL",
+        "RUST_LOG",
+    ] {
         assert!(stdout.contains(name), "{name} missing from --help");
     }
 }

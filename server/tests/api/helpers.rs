@@ -34,7 +34,9 @@ pub async fn spawn_app() -> TestApp {
         .await
         .expect("Postgres for tests: set DATABASE_URL or run one on 127.0.0.1:5432");
     admin
-        .execute(sqlx::AssertSqlSafe(format!(r#"create database "{db_name}""#)))
+        .execute(sqlx::AssertSqlSafe(format!(
+            r#"create database "{db_name}""#
+        )))
         .await
         .expect("create the test database");
     let mut url = url::Url::parse(&admin_database_url()).unwrap();
@@ -97,7 +99,9 @@ impl Drop for TestApp {
             rt.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&admin_database_url()).await {
                     let _ = admin
-                        .execute(sqlx::AssertSqlSafe(format!(r#"drop database if exists "{db_name}" with (force)"#)))
+                        .execute(sqlx::AssertSqlSafe(format!(
+                            r#"drop database if exists "{db_name}" with (force)"#
+                        )))
                         .await;
                 }
             });

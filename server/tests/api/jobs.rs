@@ -14,11 +14,17 @@ async fn a_valid_submission_is_stored_and_returned() {
     assert_eq!(response.status(), StatusCode::CREATED);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     let job: Value = response.json().await.unwrap();
-    assert_eq!(location, format!("/api/jobs/{}", job["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/api/jobs/{}", job["id"].as_str().unwrap())
+    );
     assert_eq!(job["input_url"], "https://example.com/clip.mp4");
     assert_eq!(job["status"], "pending");
     assert_eq!(job["kind"], "video");
-    assert_eq!(job["options"], json!({ "width": 1280, "format": "mp4", "quality": "high" }));
+    assert_eq!(
+        job["options"],
+        json!({ "width": 1280, "format": "mp4", "quality": "high" })
+    );
 
     let (input_url, status, kind): (String, String, String) =
         sqlx::query_as("select input_url, status, kind from jobs where id = $1::uuid")
@@ -50,7 +56,10 @@ async fn invalid_input_is_422_with_field_errors_and_writes_nothing() {
     let cases = [
         (json!({ "input_url": "" }), "input_url"),
         (json!({ "input_url": "not a url" }), "input_url"),
-        (json!({ "input_url": "ftp://example.com/a.mp4" }), "input_url"),
+        (
+            json!({ "input_url": "ftp://example.com/a.mp4" }),
+            "input_url",
+        ),
         (json!({ "input_url": "https://" }), "input_url"),
         (
             json!({ "input_url": format!("https://example.com/{}", "a".repeat(2100)) }),
@@ -71,11 +80,17 @@ async fn invalid_input_is_422_with_field_errors_and_writes_nothing() {
     ];
     for (body, field) in cases {
         let response = app.post_job(body.clone()).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["error"], "validation_failed", "{body}");
         assert!(
-            error["fields"][field].as_str().is_some_and(|m| !m.is_empty()),
+            error["fields"][field]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "{body}: {error}"
         );
     }
@@ -85,7 +100,11 @@ async fn invalid_input_is_422_with_field_errors_and_writes_nothing() {
 #[tokio::test]
 async fn malformed_json_is_400_and_writes_nothing() {
     let app = spawn_app().await;
-    for body in [r#"{"input_url": "#, "not json", r#"{"input_url": "https://example.com/a.mp4""#] {
+    for body in [
+        r#"{"input_url": "#,
+        "not json",
+        r#"{"input_url": "https://example.com/a.mp4""#,
+    ] {
         let response = app
             .client
             .post(app.url("/api/jobs"))
@@ -106,7 +125,11 @@ async fn a_body_of_the_wrong_shape_is_422() {
     let app = spawn_app().await;
     for body in [json!({}), json!({ "input_url": 42 }), json!([1, 2])] {
         let response = app.post_job(body.clone()).await;
-        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
     }
     assert_eq!(app.job_count().await, 0);
 }
@@ -175,7 +198,15 @@ async fn the_list_is_newest_first_and_pages_without_gaps_or_repeats() {
         if let Some(cursor) = &before {
             url.push_str(&format!("&before={cursor}"));
         }
-        let page: Value = app.client.get(url).send().await.unwrap().json().await.unwrap();
+        let page: Value = app
+            .client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         pages += 1;
         let jobs = page["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 2);
@@ -255,7 +286,10 @@ async fn bad_list_parameters_are_400() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
         let error: Value = response.json().await.unwrap();
-        assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()), "{query}");
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{query}"
+        );
     }
 }
 
@@ -270,7 +304,12 @@ async fn a_job_can_be_read_by_id() {
         .unwrap();
     let id = created["id"].as_str().unwrap();
 
-    let response = app.client.get(app.url(&format!("/api/jobs/{id}"))).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.url(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let job: Value = response.json().await.unwrap();
     assert_eq!(job, created);
@@ -311,9 +350,10 @@ async fn the_database_keeps_updated_at_current() {
 #[tokio::test]
 async fn the_database_refuses_unknown_statuses() {
     let app = spawn_app().await;
-    let result = sqlx::query("insert into jobs (input_url, status) values ('https://e.com/a', 'completed')")
-        .execute(&app.pool)
-        .await;
+    let result =
+        sqlx::query("insert into jobs (input_url, status) values ('https://e.com/a', 'completed')")
+            .execute(&app.pool)
+            .await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("jobs_status_check"), "{err}");
 }

@@ -1,0 +1,116 @@
+# Shared by scripts/run.sh and scripts/test.sh: installs what is missing, says what it does,
+# and stops with advice when a step fails. Source it; don't run it.
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$REPO/.tools"
+CARGO_LEPTOS_VERSION="0.3.10"
+WASM_BINDGEN_VERSION="0.2.130"
+BINARYEN_VERSION="132.0.0"
+export PATH="$TOOLS/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+fail() {
+  printf '\n\033[31merror:\033[0m %s\n' "$1" >&2
+  shift
+  for line in "$@"; do printf '       %s\n' "$line" >&2; done
+  exit 1
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null; then sudo "$@"
+  else fail "'$*' needs root" "Run it as root, or install sudo."
+  fi
+}
+
+APT_UPDATED=0
+apt_install() {
+  command -v apt-get >/dev/null ||
+    fail "cannot install $* here: this is not a Debian or Ubuntu machine" \
+      "Install $* with your system's package manager, then run this again."
+  if [ "$APT_UPDATED" = 0 ]; then
+    note "apt-get update"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq ||
+      fail "apt-get update failed" "Check the machine's network and apt sources."
+    APT_UPDATED=1
+  fi
+  note "apt-get install $*"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+    fail "apt-get install $* failed" "Try it by hand to see why."
+}
+
+ensure_rust() {
+  step "Rust toolchain"
+  command -v cargo >/dev/null ||
+    fail "cargo not found" "Install Rust with rustup (https://rustup.rs), then run this again."
+  note "$(cargo --version)"
+  if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    note "adding the wasm32-unknown-unknown target"
+    rustup target add wasm32-unknown-unknown || fail "rustup target add failed" "Is rustup installed?"
+  fi
+}
+
+ensure_build_tools() {
+  step "Build tools (cargo-leptos $CARGO_LEPTOS_VERSION, wasm-bindgen $WASM_BINDGEN_VERSION, wasm-opt $BINARYEN_VERSION)"
+  command -v cc >/dev/null || apt_install build-essential
+  command -v pkg-config >/dev/null || apt_install pkg-config
+  if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
+    note "building cargo-leptos $CARGO_LEPTOS_VERSION: this takes about 12 minutes, once"
+    cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION" ||
+      fail "cargo install cargo-leptos failed" "See the compiler output above."
+  else
+    note "cargo-leptos $CARGO_LEPTOS_VERSION is installed"
+  fi
+  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
+    note "building wasm-bindgen-cli $WASM_BINDGEN_VERSION (it must match the wasm-bindgen crate): about 3 minutes, once"
+    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" ||
+      fail "cargo install wasm-bindgen-cli failed" "See the compiler output above."
+  else
+    note "wasm-bindgen $WASM_BINDGEN_VERSION is installed"
+  fi
+  # wasm-opt from npm's binaryen, kept in .tools/ so an older system binaryen (Debian's 108
+  # emits WASM that fails to hydrate) is never used.
+  if ! "$TOOLS/npm/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "version ${BINARYEN_VERSION%%.*}"; then
+    command -v npm >/dev/null || apt_install nodejs npm
+    note "installing binaryen@$BINARYEN_VERSION (wasm-opt) into .tools/npm"
+    mkdir -p "$TOOLS/npm"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "binaryen@$BINARYEN_VERSION" ||
+      fail "npm install binaryen failed" "Check that npm can reach its registry."
+  fi
+  note "$(wasm-opt --version)"
+}
+
+# Directory holding initdb and postgres, or nothing.
+postgres_bindir() {
+  local dir
+  if command -v pg_config >/dev/null; then
+    dir="$(pg_config --bindir 2>/dev/null || true)"
+    if [ -x "$dir/initdb" ] && [ -x "$dir/postgres" ]; then echo "$dir"; return; fi
+  fi
+  if command -v initdb >/dev/null && command -v postgres >/dev/null; then
+    dirname "$(command -v initdb)"; return
+  fi
+  dir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)"
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ]; then echo "$dir"; fi
+}
+
+ensure_postgres_binaries() {
+  step "Postgres server binaries (for the embedded database)"
+  if [ -z "$(postgres_bindir)" ]; then
+    apt_install postgresql
+  fi
+  [ -n "$(postgres_bindir)" ] ||
+    fail "no Postgres server binaries after installing" "Install Postgres, or set DATABASE_URL."
+  note "$("$(postgres_bindir)/postgres" --version)"
+  command -v psql >/dev/null || apt_install postgresql-client
+}
+
+build_release() {
+  step "Building the release (server and browser bundle)"
+  note "a cold build takes about 5 minutes; later ones about 30 seconds"
+  (cd "$REPO" && cargo leptos build --release --precompress) ||
+    fail "the release build failed" "See the compiler output above."
+}
