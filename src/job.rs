@@ -233,6 +233,9 @@ pub struct Job {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Grows with every write to the row, in the order the writes committed: a copy with a
+    /// smaller version is older.
+    pub version: i64,
 }
 
 #[cfg(test)]

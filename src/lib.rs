@@ -4,12 +4,21 @@
 //! server and for the browser (wasm32), so the dashboard validates input with exactly the
 //! rules the server enforces.
 
+pub mod change;
+pub mod ittybit;
 pub mod job;
 pub mod media_url;
 pub mod page;
+pub mod signature;
 pub mod submission;
 
+pub use change::{ChangeOp, ChangePosition};
+pub use ittybit::{
+    normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,
+    JobProgress, Normalized, PayloadError,
+};
 pub use job::{Job, JobId, JobKind, JobStatus, Preset};
 pub use media_url::{MediaUrl, MediaUrlError, MAX_MEDIA_URL_LEN};
 pub use page::{is_linkable, relative_time, shorten_middle, JobPage, PageCursor, PageLimit};
+pub use signature::{SignatureError, SIGNATURE_HEADER};
 pub use submission::{FieldErrors, JobSubmission, NewJob};

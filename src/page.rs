@@ -88,6 +88,9 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` to get the next, older page; absent on the last page.
     pub next_before: Option<String>,
+    /// The change log's position when the page was read: subscribe to `/api/events` from here
+    /// and no change falls between the page and the stream.
+    pub position: Option<crate::change::ChangePosition>,
 }
 
 /// "just now", "5 min ago", "3 h ago", "2 d ago", then the date.
