@@ -6,23 +6,32 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::use_query_map;
 use reeltime::{
-    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobPage, JobSubmission, Preset,
+    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobSubmission, Preset,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{list_jobs, SubmitJob, SubmitJobError};
+use crate::live::LiveState;
+use crate::store::JobStore;
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
     let query = use_query_map();
     let before = Memo::new(move |_| query.read().get("before"));
     let submit = ServerAction::<SubmitJob>::new();
-    // Refetched after every submission, so a new job shows up without a reload.
-    let page = Resource::new(
-        move || (before.get(), submit.version().get()),
-        |(before, _)| list_jobs(before),
-    );
+    let page = Resource::new(move || before.get(), list_jobs);
+    // The list on screen; set when the page loads, then kept current by live changes and by
+    // the jobs this tab submits.
+    let store = RwSignal::new(None::<JobStore>);
+    let live = RwSignal::new(LiveState::Connecting);
+    Effect::new(move |_| {
+        if let Some(Ok(job)) = submit.value().get() {
+            if let Some(store) = store.get_untracked() {
+                store.upsert(job);
+            }
+        }
+    });
 
     // "3 min ago" keeps itself current in the browser.
     let now = RwSignal::new(OffsetDateTime::now_utc());
@@ -43,6 +52,14 @@ pub fn Dashboard() -> impl IntoView {
         <header class="site-header">
             <a class="brand" href="/">"Reeltime"</a>
             <p class="tagline">"Live media processing"</p>
+            <p class="live-indicator" data-state=move || live.get().as_str() role="status">
+                {move || match live.get() {
+                    LiveState::Connecting => "",
+                    LiveState::Live => "Live",
+                    LiveState::Reconnecting => "Reconnecting…",
+                    LiveState::Offline => "Offline",
+                }}
+            </p>
         </header>
         <main class="dashboard" data-hydrated=move || hydrated.get().to_string()>
             <SubmitForm submit/>
@@ -51,7 +68,12 @@ pub fn Dashboard() -> impl IntoView {
                 <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {
                         match page.await {
-                            Ok(page) => view! { <JobTable page now paged=before.get().is_some()/> }.into_any(),
+                            Ok(page) => {
+                                let paged = before.get_untracked().is_some();
+                                let jobs = JobStore::new(&page, paged);
+                                store.set(Some(jobs));
+                                view! { <JobTable store=jobs next_before=page.next_before now paged live/> }.into_any()
+                            }
                             Err(err) => view! {
                                 <p class="alert" role="alert">{err.to_string()}</p>
                                 <p><a href="/">"Show the newest jobs"</a></p>
@@ -158,26 +180,35 @@ fn SubmitForm(submit: ServerAction<SubmitJob>) -> impl IntoView {
 }
 
 #[component]
-fn JobTable(page: JobPage, now: RwSignal<OffsetDateTime>, paged: bool) -> impl IntoView {
-    let JobPage { jobs, next_before } = page;
+fn JobTable(
+    store: JobStore,
+    next_before: Option<String>,
+    now: RwSignal<OffsetDateTime>,
+    paged: bool,
+    live: RwSignal<LiveState>,
+) -> impl IntoView {
+    // In the browser: follow the change feed from the position the page was read at.
+    #[cfg(feature = "hydrate")]
+    {
+        let connection = crate::live::connect(store, live);
+        let connection = send_wrapper::SendWrapper::new(connection);
+        on_cleanup(move || drop(connection));
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = live;
+
     let older = next_before.map(|cursor| {
         view! { <a class="older" rel="next" href=format!("/?before={cursor}")>"Older jobs →"</a> }
     });
     let newest = paged.then(|| view! { <a class="newest" href="/">"← Newest jobs"</a> });
-    if jobs.is_empty() {
-        let message = if paged {
-            "No older jobs."
-        } else {
-            "No jobs yet. Paste the URL of a video above and press Process."
-        };
-        return view! {
-            <p class="empty-state">{message}</p>
-            <nav class="pager">{newest}</nav>
-        }
-        .into_any();
-    }
+    let empty_message = if paged {
+        "No older jobs."
+    } else {
+        "No jobs yet. Paste the URL of a video above and press Process."
+    };
     view! {
-        <table class="job-table">
+        <p class="empty-state" hidden=move || !store.is_empty()>{empty_message}</p>
+        <table class="job-table" hidden=move || store.is_empty()>
             <thead>
                 <tr>
                     <th scope="col">"Input"</th>
@@ -187,51 +218,54 @@ fn JobTable(page: JobPage, now: RwSignal<OffsetDateTime>, paged: bool) -> impl I
                 </tr>
             </thead>
             <tbody>
-                {jobs.into_iter().map(|job| view! { <JobRow job now/> }).collect_view()}
+                <For each=move || store.rows() key=|(id, _)| *id let((_, job))>
+                    <JobRow job now/>
+                </For>
             </tbody>
         </table>
         <nav class="pager">{newest}{older}</nav>
     }
-    .into_any()
 }
 
 #[component]
-fn JobRow(job: Job, now: RwSignal<OffsetDateTime>) -> impl IntoView {
-    let status = job.status.as_str();
-    let created = job.created_at;
+fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
+    let (id, input_url, created) =
+        job.with_untracked(|j| (j.id, j.input_url.clone(), j.created_at));
+    let status = move || job.with(|j| j.status.as_str());
     let created_iso = created.format(&Rfc3339).unwrap_or_default();
-    let short = shorten_middle(&job.input_url, 64);
-    let input = if is_linkable(&job.input_url) {
+    let short = shorten_middle(&input_url, 64);
+    let input = if is_linkable(&input_url) {
         view! {
-            <a href=job.input_url.clone() title=job.input_url.clone() rel="noopener noreferrer nofollow" target="_blank">
+            <a href=input_url.clone() title=input_url.clone() rel="noopener noreferrer nofollow" target="_blank">
                 {short}
             </a>
         }
         .into_any()
     } else {
-        view! { <span title=job.input_url.clone()>{short}</span> }.into_any()
+        view! { <span title=input_url.clone()>{short}</span> }.into_any()
     };
-    let output = job
-        .output_url
-        .filter(|url| is_linkable(url))
-        .map(|url| view! { <a class="output-link" href=url rel="noopener noreferrer" target="_blank">"Download"</a> });
-    let error = job
-        .error
-        .map(|error| view! { <p class="job-error">{error}</p> });
+    let output = move || {
+        job.with(|j| j.output_url.clone())
+            .filter(|url| is_linkable(url))
+    };
+    let error = move || job.with(|j| j.error.clone());
     view! {
-        <tr class="job" data-job-id=job.id.to_string() data-status=status>
-            <td class="job-input">{input}{error}</td>
-            <td><span class=format!("badge badge-{status}")>{status}</span></td>
+        <tr class="job" data-job-id=id.to_string() data-status=status>
+            <td class="job-input">
+                {input}
+                <p class="job-error" hidden=move || error().is_none()>{error}</p>
+            </td>
+            <td><span class=move || format!("badge badge-{}", status())>{status}</span></td>
             <td>
                 <time datetime=created_iso.clone() title=created_iso>
                     {move || relative_time(created, now.get())}
                 </time>
             </td>
             <td>
-                {match output {
-                    Some(link) => link.into_any(),
-                    None => view! { <span class="muted">"—"</span> }.into_any(),
-                }}
+                <a class="output-link" href=output rel="noopener noreferrer" target="_blank" hidden=move || output().is_none()>
+                    "Download"
+                </a>
+                <span class="muted" hidden=move || output().is_some()>"—"</span>
             </td>
         </tr>
     }

@@ -1,6 +1,8 @@
 //! The jobs table (server only). Every writer of jobs in this process goes through here.
 
-use reeltime::{FieldErrors, Job, JobId, JobPage, JobSubmission, NewJob, PageCursor, PageLimit};
+use reeltime::{
+    ChangePosition, FieldErrors, Job, JobId, JobPage, JobSubmission, NewJob, PageCursor, PageLimit,
+};
 use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -17,6 +19,7 @@ struct JobRow {
     error: Option<String>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    version: i64,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -35,13 +38,14 @@ impl TryFrom<JobRow> for Job {
             error: row.error,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            version: row.version,
         })
     }
 }
 
 macro_rules! job_columns {
     () => {
-        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at"
+        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at, version"
     };
 }
 
@@ -88,7 +92,9 @@ pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Erro
     row.map(Job::try_from).transpose()
 }
 
-/// Newest first; `before` continues after an earlier page.
+/// Newest first; `before` continues after an earlier page. The page and its change-log
+/// position are read in one snapshot, so a subscriber starting from that position misses
+/// nothing the page does not already show.
 pub async fn list_jobs(
     pool: &PgPool,
     before: Option<PageCursor>,
@@ -97,6 +103,11 @@ pub async fn list_jobs(
     let limit = limit.get() as usize;
     // One extra row tells whether an older page exists.
     let fetch = (limit + 1) as i64;
+    let mut tx = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *tx)
+        .await?;
+    let position = log_position(&mut *tx).await?;
     let rows: Vec<JobRow> = match before {
         None => {
             sqlx::query_as(concat!(
@@ -105,7 +116,7 @@ pub async fn list_jobs(
                 " from jobs order by created_at desc, id desc limit $1"
             ))
             .bind(fetch)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?
         }
         Some(cursor) => {
@@ -118,10 +129,11 @@ pub async fn list_jobs(
             .bind(cursor.created_at)
             .bind(cursor.id.0)
             .bind(fetch)
-            .fetch_all(pool)
+            .fetch_all(&mut *tx)
             .await?
         }
     };
+    tx.commit().await?;
     let mut jobs = rows
         .into_iter()
         .map(Job::try_from)
@@ -133,5 +145,28 @@ pub async fn list_jobs(
     } else {
         None
     };
-    Ok(JobPage { jobs, next_before })
+    Ok(JobPage {
+        jobs,
+        next_before,
+        position: Some(position),
+    })
+}
+
+/// The change log's delivery horizon as this snapshot sees it: the last entry written by a
+/// transaction older than every transaction still running. Everything at or before it is
+/// final; anything after it may still be joined by entries from transactions in flight.
+pub async fn log_position(conn: impl sqlx::PgExecutor<'_>) -> Result<ChangePosition, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select (xid::text)::bigint, seq from job_changes \
+         where xid < pg_snapshot_xmin(pg_current_snapshot()) \
+         order by xid desc, seq desc limit 1",
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row
+        .map(|(xid, seq)| ChangePosition {
+            xid: xid as u64,
+            seq,
+        })
+        .unwrap_or(ChangePosition::START))
 }

@@ -7,6 +7,8 @@ pub mod api;
 mod dashboard;
 #[cfg(feature = "ssr")]
 pub mod db;
+mod live;
+mod store;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};

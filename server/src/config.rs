@@ -49,6 +49,16 @@ pub const VARIABLES: &[Variable] = &[
         help: "Largest number of pooled database connections.",
     },
     Variable {
+        name: "REELTIME_EVENTS_BUFFER",
+        default: "1024",
+        help: "How many changes a live client may fall behind before it is sent a reset.",
+    },
+    Variable {
+        name: "REELTIME_CHANGE_RETENTION_SECS",
+        default: "86400",
+        help: "How long the change log keeps entries for clients to resume from, in seconds.",
+    },
+    Variable {
         name: "LEPTOS_SITE_ROOT",
         default: "target/site",
         help: "Folder holding the built browser bundle (pkg/) and public assets.",
@@ -69,6 +79,8 @@ pub struct Settings {
     /// Without a trailing slash.
     pub public_url: Option<String>,
     pub db_max_connections: u32,
+    pub events_buffer: usize,
+    pub change_retention: std::time::Duration,
     pub site_root: PathBuf,
     pub log_filter: String,
 }
@@ -85,6 +97,8 @@ impl fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("public_url", &self.public_url)
             .field("db_max_connections", &self.db_max_connections)
+            .field("events_buffer", &self.events_buffer)
+            .field("change_retention", &self.change_retention)
             .field("site_root", &self.site_root)
             .finish()
     }
@@ -179,7 +193,26 @@ impl Settings {
                 problem: "must be at least 1".into(),
             });
         }
+        let events_buffer: usize = parse(
+            "REELTIME_EVENTS_BUFFER",
+            var("REELTIME_EVENTS_BUFFER").unwrap_or_else(|| default("REELTIME_EVENTS_BUFFER")),
+            "a whole number",
+        )?;
+        if events_buffer == 0 {
+            return Err(ConfigError {
+                name: "REELTIME_EVENTS_BUFFER",
+                problem: "must be at least 1".into(),
+            });
+        }
+        let retention_secs: u64 = parse(
+            "REELTIME_CHANGE_RETENTION_SECS",
+            var("REELTIME_CHANGE_RETENTION_SECS")
+                .unwrap_or_else(|| default("REELTIME_CHANGE_RETENTION_SECS")),
+            "a whole number of seconds",
+        )?;
         Ok(Settings {
+            events_buffer,
+            change_retention: std::time::Duration::from_secs(retention_secs),
             host,
             port,
             database_url,

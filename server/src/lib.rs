@@ -1,5 +1,6 @@
 //! The Reeltime server: configuration, start-up, routes, and the embedded Postgres.
 
+pub mod changes;
 pub mod config;
 pub mod embedded_pg;
 pub mod error;

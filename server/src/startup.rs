@@ -25,6 +25,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::services::ServeDir;
 use tower_http::trace::TraceLayer;
 
+use crate::changes::ChangeFeed;
 use crate::config::Settings;
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use crate::routes;
@@ -38,6 +39,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    pub feed: ChangeFeed,
     pub leptos_options: LeptosOptions,
 }
 
@@ -66,6 +68,7 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    stop: tokio::sync::watch::Sender<bool>,
     router: Router,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
@@ -110,12 +113,21 @@ impl Application {
             .site_pkg_dir("pkg")
             .site_addr(local)
             .build();
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let feed = ChangeFeed::start(
+            pool.clone(),
+            settings.events_buffer,
+            settings.change_retention,
+            stopping,
+        );
         let router = router(AppState {
             pool: pool.clone(),
+            feed,
             leptos_options,
         });
         Ok(Application {
             listener,
+            stop,
             router,
             pool,
             embedded,
@@ -138,12 +150,18 @@ impl Application {
     ) -> std::io::Result<()> {
         let Application {
             listener,
+            stop,
             router,
             pool,
             mut embedded,
         } = self;
+        // On shutdown, end the event streams too: graceful shutdown waits for every
+        // response to finish, and a live stream never would.
         let served = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
             .await;
         pool.close().await;
         if let Some(pg) = embedded.as_mut() {
@@ -198,6 +216,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::jobs::router())
+        .merge(routes::events::router())
         .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
         .fallback_service(static_files)
         .layer(middleware)

@@ -1,4 +1,5 @@
 //! HTTP routes, grouped by resource.
 
+pub mod events;
 pub mod health;
 pub mod jobs;

@@ -12,11 +12,21 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// The URL of an app's own database.
+pub fn test_database_url(app: &TestApp) -> String {
+    let mut url = url::Url::parse(&admin_database_url()).unwrap();
+    url.set_path(&app.db_name);
+    url.to_string()
+}
+
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
     pub client: Client,
-    db_name: String,
+    pub db_name: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Only the first app on a database drops it.
+    owns_database: bool,
 }
 
 static TRACING: Once = Once::new();
@@ -24,11 +34,11 @@ static TRACING: Once = Once::new();
 /// Build the app as `main` does, on port 0, with a fresh database, and serve it in the
 /// background.
 pub async fn spawn_app() -> TestApp {
-    TRACING.call_once(|| {
-        if let Ok(filter) = std::env::var("TEST_LOG") {
-            server::telemetry::init(&filter);
-        }
-    });
+    spawn_app_with(&[]).await
+}
+
+/// An app with some settings of its own (`("REELTIME_EVENTS_BUFFER", "16")`, say).
+pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
     let db_name = format!("reeltime_test_{}", Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&admin_database_url())
         .await
@@ -39,20 +49,43 @@ pub async fn spawn_app() -> TestApp {
         )))
         .await
         .expect("create the test database");
-    let mut url = url::Url::parse(&admin_database_url()).unwrap();
-    url.set_path(&db_name);
+    let mut app = start(&db_name, settings).await;
+    app.owns_database = true;
+    app
+}
 
-    let settings = Settings::from_lookup(|name| match name {
-        "REELTIME_PORT" => Some("0".into()),
-        "DATABASE_URL" => Some(url.to_string()),
-        "REELTIME_DB_MAX_CONNECTIONS" => Some("4".into()),
-        _ => None,
+/// A second app on the same database as `other`, as a second server instance would be.
+pub async fn spawn_second_instance(other: &TestApp) -> TestApp {
+    start(&other.db_name, &[]).await
+}
+
+async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
+    TRACING.call_once(|| {
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            server::telemetry::init(&filter);
+        }
+    });
+    let mut url = url::Url::parse(&admin_database_url()).unwrap();
+    url.set_path(db_name);
+    let settings = Settings::from_lookup(|name| {
+        if let Some((_, value)) = overrides.iter().find(|(k, _)| *k == name) {
+            return Some(value.to_string());
+        }
+        match name {
+            "REELTIME_PORT" => Some("0".into()),
+            "DATABASE_URL" => Some(url.to_string()),
+            "REELTIME_DB_MAX_CONNECTIONS" => Some("6".into()),
+            _ => None,
+        }
     })
     .unwrap();
     let app = Application::build(&settings).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
 
     TestApp {
         address,
@@ -61,11 +94,20 @@ pub async fn spawn_app() -> TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
-        db_name,
+        db_name: db_name.to_owned(),
+        stop: Some(stop),
+        owns_database: false,
     }
 }
 
 impl TestApp {
+    /// Begin a graceful shutdown, as SIGTERM would.
+    pub fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
@@ -90,6 +132,9 @@ impl TestApp {
 impl Drop for TestApp {
     /// Drop the test database, so test runs leave nothing behind.
     fn drop(&mut self) {
+        if !self.owns_database {
+            return;
+        }
         let db_name = self.db_name.clone();
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()

@@ -1,6 +1,7 @@
 //! The API's integration tests: one binary, each test with its own app and database.
 
 mod embedded;
+mod events;
 mod health;
 mod helpers;
 mod jobs;

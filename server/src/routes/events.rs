@@ -1,0 +1,199 @@
+//! `GET /api/events`: every change to jobs, as server-sent events.
+//!
+//! `id:` is the change's position, `event:` is `insert`, `update` or `delete`, `data:` the job.
+//! Resume with the `Last-Event-ID` header (browsers send it when they reconnect) or `?after=`:
+//! the missed changes are replayed from the log, then the stream goes live, with no gap and no
+//! duplicate between the two. Without a position, or with one older than the kept history, or
+//! after falling too far behind, a client gets a `reset` event: a snapshot of the newest jobs
+//! (`JobPage`) whose `id:` is the position it reflects.
+
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::stream;
+use reeltime::{ChangePosition, PageLimit};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use crate::changes::{read_changes, ChangeFeed, Message};
+use crate::error::{ApiError, ApiQuery};
+use crate::startup::AppState;
+
+const REPLAY_BATCH: i64 = 500;
+/// Tells browsers to reconnect a second after the stream ends.
+const PREAMBLE: &str = "retry: 1000\n\n";
+const KEEP_ALIVE: &str = ":\n\n";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/events", get(events))
+}
+
+#[derive(Deserialize)]
+struct EventsParams {
+    after: Option<String>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<EventsParams>,
+) -> Result<Response, ApiError> {
+    // The header wins: on reconnect it holds the last event the browser saw, while the URL
+    // still carries the position the page first subscribed from.
+    let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
+        Some(id) => id.parse::<ChangePosition>().ok(),
+        None => match params.after.as_deref().filter(|a| !a.is_empty()) {
+            Some(after) => Some(
+                after
+                    .parse::<ChangePosition>()
+                    .map_err(|err| ApiError::BadRequest(err.to_string()))?,
+            ),
+            None => None,
+        },
+    };
+    // Subscribe before reading anything, so nothing falls between replay and live.
+    let subscriber = Subscriber {
+        rx: state.feed.subscribe(),
+        shutdown: state.feed.shutdown(),
+        feed: state.feed.clone(),
+        last: ChangePosition::START,
+        phase: Phase::Start(resume),
+    };
+    let body = Body::from_stream(stream::unfold(subscriber, |s| async move {
+        s.next()
+            .await
+            .map(|(bytes, s)| (Ok::<_, Infallible>(bytes), s))
+    }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+enum Phase {
+    Start(Option<ChangePosition>),
+    Replay,
+    Live,
+    Done,
+}
+
+struct Subscriber {
+    feed: ChangeFeed,
+    rx: broadcast::Receiver<Message>,
+    shutdown: watch::Receiver<bool>,
+    /// The last position this client has been sent.
+    last: ChangePosition,
+    phase: Phase,
+}
+
+impl Subscriber {
+    async fn next(mut self) -> Option<(Bytes, Subscriber)> {
+        loop {
+            if *self.shutdown.borrow() {
+                self.phase = Phase::Done;
+            }
+            match std::mem::replace(&mut self.phase, Phase::Done) {
+                Phase::Done => return None,
+                Phase::Start(resume) => {
+                    let mut out = String::from(PREAMBLE);
+                    let pruned = crate::changes::pruned_through(&self.feed.pool).await;
+                    match (resume, pruned) {
+                        (Some(position), Ok(pruned)) if position >= pruned => {
+                            self.last = position;
+                        }
+                        (_, Err(err)) => {
+                            tracing::warn!(error = %err, "events: reading the log failed");
+                            return None;
+                        }
+                        _ => out.push_str(&self.reset().await?),
+                    }
+                    self.phase = Phase::Replay;
+                    return Some((Bytes::from(out), self));
+                }
+                Phase::Replay => match read_changes(&self.feed.pool, self.last, REPLAY_BATCH).await
+                {
+                    Ok((changes, _)) => {
+                        self.phase = if changes.len() as i64 == REPLAY_BATCH {
+                            Phase::Replay
+                        } else {
+                            Phase::Live
+                        };
+                        if changes.is_empty() {
+                            continue;
+                        }
+                        let mut out = Vec::new();
+                        for change in changes {
+                            out.extend_from_slice(&change.frame().bytes);
+                            self.last = change.position;
+                        }
+                        return Some((Bytes::from(out), self));
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "events: replaying the log failed");
+                        return None;
+                    }
+                },
+                Phase::Live => {
+                    let message = tokio::select! {
+                        message = self.rx.recv() => message,
+                        _ = self.shutdown.changed() => return None,
+                    };
+                    match message {
+                        Ok(Message::Change(frame)) => {
+                            self.phase = Phase::Live;
+                            if frame.position > self.last {
+                                self.last = frame.position;
+                                return Some((frame.bytes.clone(), self));
+                            }
+                        }
+                        Ok(Message::KeepAlive) => {
+                            self.phase = Phase::Live;
+                            return Some((Bytes::from_static(KEEP_ALIVE.as_bytes()), self));
+                        }
+                        Err(RecvError::Lagged(missed)) => {
+                            tracing::info!(missed, "events: a client fell behind; sending a reset");
+                            let reset = self.reset().await?;
+                            self.phase = Phase::Replay;
+                            return Some((Bytes::from(reset), self));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `reset` event: the newest jobs and the position they reflect, from which replay and
+    /// live delivery continue.
+    async fn reset(&mut self) -> Option<String> {
+        match app::db::list_jobs(&self.feed.pool, None, PageLimit::DEFAULT).await {
+            Ok(page) => {
+                let position = page.position.unwrap_or_default();
+                self.last = position;
+                let data = serde_json::to_string(&page).expect("a page serialises");
+                Some(format!("id: {position}\nevent: reset\ndata: {data}\n\n"))
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "events: reading a snapshot failed");
+                None
+            }
+        }
+    }
+}
