@@ -86,9 +86,66 @@ impl FromStr for ChangeOp {
     }
 }
 
+/// A Postgres snapshot (`pg_current_snapshot()`, written `xmin:xmax:xip,…`): which
+/// transactions' effects a read saw. A `reset` snapshot already reflects every change whose
+/// transaction is visible here, so those are not sent again after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxSnapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub in_progress: Vec<u64>,
+}
+
+impl TxSnapshot {
+    /// Whether the effects of transaction `xid` are visible in this snapshot.
+    pub fn sees(&self, xid: u64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.in_progress.contains(&xid))
+    }
+}
+
+impl FromStr for TxSnapshot {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a pg_snapshot");
+        let mut parts = s.split(':');
+        let xmin = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let xmax = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let in_progress = match parts.next() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|x| x.parse().map_err(|_| bad()))
+                .collect::<Result<_, _>>()?,
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(TxSnapshot {
+            xmin,
+            xmax,
+            in_progress,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snapshots_parse_and_tell_visibility() {
+        let snapshot: TxSnapshot = "100:105:101,103".parse().unwrap();
+        assert!(snapshot.sees(99));
+        assert!(snapshot.sees(100) && snapshot.sees(102) && snapshot.sees(104));
+        assert!(!snapshot.sees(101) && !snapshot.sees(103));
+        assert!(!snapshot.sees(105) && !snapshot.sees(200));
+        assert_eq!(
+            "7:7:".parse::<TxSnapshot>().unwrap().in_progress,
+            Vec::<u64>::new()
+        );
+        assert!("7".parse::<TxSnapshot>().is_err());
+        assert!("a:b:".parse::<TxSnapshot>().is_err());
+    }
 
     #[test]
     fn positions_round_trip_and_order_by_transaction_first() {

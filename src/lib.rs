@@ -12,7 +12,7 @@ pub mod page;
 pub mod signature;
 pub mod submission;
 
-pub use change::{ChangeOp, ChangePosition};
+pub use change::{ChangeOp, ChangePosition, TxSnapshot};
 pub use ittybit::{
     normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,
     JobProgress, Normalized, PayloadError,

@@ -2,6 +2,7 @@
 
 use reeltime::{
     ChangePosition, FieldErrors, Job, JobId, JobPage, JobSubmission, NewJob, PageCursor, PageLimit,
+    TxSnapshot,
 };
 use sqlx::PgPool;
 use time::OffsetDateTime;
@@ -100,6 +101,16 @@ pub async fn list_jobs(
     before: Option<PageCursor>,
     limit: PageLimit,
 ) -> Result<JobPage, sqlx::Error> {
+    Ok(list_jobs_with_snapshot(pool, before, limit).await?.0)
+}
+
+/// [`list_jobs`], and the snapshot the page was read in: the page reflects every change made
+/// by a transaction that snapshot sees.
+pub async fn list_jobs_with_snapshot(
+    pool: &PgPool,
+    before: Option<PageCursor>,
+    limit: PageLimit,
+) -> Result<(JobPage, TxSnapshot), sqlx::Error> {
     let limit = limit.get() as usize;
     // One extra row tells whether an older page exists.
     let fetch = (limit + 1) as i64;
@@ -108,6 +119,12 @@ pub async fn list_jobs(
         .execute(&mut *tx)
         .await?;
     let position = log_position(&mut *tx).await?;
+    let snapshot: String = sqlx::query_scalar("select pg_current_snapshot()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    let snapshot = snapshot
+        .parse::<TxSnapshot>()
+        .map_err(|e| sqlx::Error::Decode(e.into()))?;
     let rows: Vec<JobRow> = match before {
         None => {
             sqlx::query_as(concat!(
@@ -145,11 +162,14 @@ pub async fn list_jobs(
     } else {
         None
     };
-    Ok(JobPage {
-        jobs,
-        next_before,
-        position: Some(position),
-    })
+    Ok((
+        JobPage {
+            jobs,
+            next_before,
+            position: Some(position),
+        },
+        snapshot,
+    ))
 }
 
 /// The change log's delivery horizon as this snapshot sees it: the last entry written by a

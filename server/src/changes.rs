@@ -224,7 +224,7 @@ async fn listen(feed: ChangeFeed) {
     };
     backoff = Duration::from_millis(100);
     'connect: loop {
-        if feed.stopping() {
+        if feed.stopping() || feed.pool.is_closed() {
             return;
         }
         let mut listener = match connect(&feed.pool).await {
@@ -272,8 +272,8 @@ async fn listen(feed: ChangeFeed) {
 }
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    // The listener keeps one of the pool's connections; it lets go when the pool closes.
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.ignore_pool_close_event(true);
     listener.listen(CHANNEL).await?;
     Ok(listener)
 }

@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use futures::stream;
-use reeltime::{ChangePosition, PageLimit};
+use reeltime::{ChangePosition, PageLimit, TxSnapshot};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
@@ -63,6 +63,7 @@ async fn events(
         shutdown: state.feed.shutdown(),
         feed: state.feed.clone(),
         last: ChangePosition::START,
+        reflected: None,
         phase: Phase::Start(resume),
     };
     let body = Body::from_stream(stream::unfold(subscriber, |s| async move {
@@ -100,6 +101,8 @@ struct Subscriber {
     shutdown: watch::Receiver<bool>,
     /// The last position this client has been sent.
     last: ChangePosition,
+    /// After a reset: the snapshot it was read in. Changes it already reflects are skipped.
+    reflected: Option<TxSnapshot>,
     phase: Phase,
 }
 
@@ -140,8 +143,13 @@ impl Subscriber {
                         }
                         let mut out = Vec::new();
                         for change in changes {
-                            out.extend_from_slice(&change.frame().bytes);
                             self.last = change.position;
+                            if !self.already_reflected(change.position) {
+                                out.extend_from_slice(&change.frame().bytes);
+                            }
+                        }
+                        if out.is_empty() {
+                            continue;
                         }
                         return Some((Bytes::from(out), self));
                     }
@@ -160,7 +168,9 @@ impl Subscriber {
                             self.phase = Phase::Live;
                             if frame.position > self.last {
                                 self.last = frame.position;
-                                return Some((frame.bytes.clone(), self));
+                                if !self.already_reflected(frame.position) {
+                                    return Some((frame.bytes.clone(), self));
+                                }
                             }
                         }
                         Ok(Message::KeepAlive) => {
@@ -180,13 +190,27 @@ impl Subscriber {
         }
     }
 
+    /// Whether the last reset's snapshot already shows this change. Changes come in
+    /// transaction order, so once one is past the snapshot, none after it can be in it.
+    fn already_reflected(&mut self, position: ChangePosition) -> bool {
+        match &self.reflected {
+            Some(snapshot) if snapshot.sees(position.xid) => true,
+            Some(snapshot) if position.xid >= snapshot.xmax => {
+                self.reflected = None;
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// A `reset` event: the newest jobs and the position they reflect, from which replay and
     /// live delivery continue.
     async fn reset(&mut self) -> Option<String> {
-        match app::db::list_jobs(&self.feed.pool, None, PageLimit::DEFAULT).await {
-            Ok(page) => {
+        match app::db::list_jobs_with_snapshot(&self.feed.pool, None, PageLimit::DEFAULT).await {
+            Ok((page, snapshot)) => {
                 let position = page.position.unwrap_or_default();
                 self.last = position;
+                self.reflected = Some(snapshot);
                 let data = serde_json::to_string(&page).expect("a page serialises");
                 Some(format!("id: {position}\nevent: reset\ndata: {data}\n\n"))
             }
