@@ -1,5 +1,6 @@
 // Starts the release server on a free port with a fresh embedded database, and Chromium.
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
@@ -11,13 +12,33 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const binary = process.env.REELTIME_BIN ?? join(root, 'target', 'release', 'reeltime');
 const siteRoot = process.env.LEPTOS_SITE_ROOT ?? join(root, 'target', 'site');
 
-/** Start `reeltime` with its own data directory; resolves once it serves. */
-export async function startServer({ dataDir } = {}) {
+const adminUrl = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** A fresh database on the test Postgres; returns its URL. */
+export function createDatabase() {
+  const name = `reeltime_e2e_${randomUUID().replaceAll('-', '')}`;
+  execFileSync('psql', [adminUrl, '-qc', `create database "${name}"`]);
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return { url: url.toString(), drop: () => execFileSync('psql', [adminUrl, '-qc', `drop database if exists "${name}" with (force)`]) };
+}
+
+/** Run SQL on a database, as an operator with psql would. */
+export function sql(databaseUrl, statement) {
+  return execFileSync('psql', [databaseUrl, '-qAtc', statement], { encoding: 'utf8' }).trim();
+}
+
+/**
+ * Start `reeltime`; resolves once it serves. With `databaseUrl` it uses that database,
+ * otherwise an embedded one in a fresh data directory.
+ */
+export async function startServer({ dataDir, databaseUrl, port = 0 } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'reeltime-e2e-'));
   // When tests run as root the embedded cluster belongs to the postgres user: let it in.
   chmodSync(dir, 0o755);
-  const env = { ...process.env, REELTIME_PORT: '0', REELTIME_DATA_DIR: dir, LEPTOS_SITE_ROOT: siteRoot, RUST_LOG: 'warn' };
+  const env = { ...process.env, REELTIME_PORT: String(port), REELTIME_DATA_DIR: dir, LEPTOS_SITE_ROOT: siteRoot, RUST_LOG: 'warn' };
   delete env.DATABASE_URL;
+  if (databaseUrl) env.DATABASE_URL = databaseUrl;
   const child = spawn(binary, [], { env, stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise((resolveUrl, reject) => {
     const timer = setTimeout(() => reject(new Error('reeltime did not start in 90 s')), 90_000);
@@ -32,6 +53,7 @@ export async function startServer({ dataDir } = {}) {
   });
   return {
     url,
+    port: Number(new URL(url).port),
     dataDir: dir,
     async stop({ keepData = false } = {}) {
       if (child.exitCode === null) {

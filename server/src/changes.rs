@@ -253,6 +253,9 @@ async fn listen(feed: ChangeFeed) {
                         retry = deliver(&feed, &mut last).await;
                     }
                     Ok(None) | Err(_) => {
+                        if feed.stopping() || feed.pool.is_closed() {
+                            return;
+                        }
                         tracing::warn!("change feed: LISTEN connection lost; reconnecting");
                         continue 'connect;
                     }

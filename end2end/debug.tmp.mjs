@@ -1,0 +1,11 @@
+import { startServer, launchBrowser, createJob } from './tests/support.mjs';
+const server = await startServer();
+await createJob(server.url, 'https://example.com/a.mp4');
+const browser = await launchBrowser();
+const page = await browser.newPage();
+page.on('console', (m) => console.log('console:', m.type(), m.text().slice(0, 500)));
+page.on('pageerror', (e) => console.log('pageerror:', e.message.slice(0, 800)));
+await page.goto(server.url);
+await page.waitForTimeout(3000);
+console.log(await page.getAttribute('main', 'data-hydrated'));
+await browser.close(); await server.stop();
