@@ -76,6 +76,11 @@ step "Browser tests (Playwright driving Chromium against the release server)"
   fail "the browser tests failed" "See the failures above."
 
 step "Summary"
-grep -E '^test result:' "$REPO/target/cargo-test.log" | sed 's/^/    cargo: /'
+grep -E '^test result:' "$REPO/target/cargo-test.log" | grep -v ' 0 passed' | sed 's/^/    cargo: /'
 grep -E '^# (tests|pass|fail)' "$REPO/target/end2end.log" | sed 's/^/    end2end: /'
+passed=$(cat "$REPO/target/cargo-test.log" "$REPO/target/end2end.log" |
+  awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^passed/) n += $i } /^# pass / { n += $3 } END { print n + 0 }')
+failed=$(cat "$REPO/target/cargo-test.log" "$REPO/target/end2end.log" |
+  awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i + 1) ~ /^failed/) n += $i } /^# fail / { n += $3 } END { print n + 0 }')
 echo "All checks passed."
+echo "$passed passed, $failed failed"

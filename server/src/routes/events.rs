@@ -116,7 +116,7 @@ impl Subscriber {
                 Phase::Done => return None,
                 Phase::Start(resume) => {
                     let mut out = String::from(PREAMBLE);
-                    let pruned = crate::changes::pruned_through(&self.feed.pool).await;
+                    let pruned = Box::pin(crate::changes::pruned_through(&self.feed.pool)).await;
                     match (resume, pruned) {
                         (Some(position), Ok(pruned)) if position >= pruned => {
                             self.last = position;
@@ -125,7 +125,7 @@ impl Subscriber {
                             tracing::warn!(error = %err, "events: reading the log failed");
                             return None;
                         }
-                        _ => out.push_str(&self.reset().await?),
+                        _ => out.push_str(&Box::pin(self.reset()).await?),
                     }
                     self.phase = Phase::Replay;
                     return Some((Bytes::from(out), self));
@@ -179,7 +179,7 @@ impl Subscriber {
                         }
                         Err(RecvError::Lagged(missed)) => {
                             tracing::info!(missed, "events: a client fell behind; sending a reset");
-                            let reset = self.reset().await?;
+                            let reset = Box::pin(self.reset()).await?;
                             self.phase = Phase::Replay;
                             return Some((Bytes::from(reset), self));
                         }
