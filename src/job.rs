@@ -233,6 +233,9 @@ pub struct Job {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// Percent done while processing (0-100); 100 once succeeded.
+    #[serde(default)]
+    pub progress: Option<u8>,
     /// Grows with every write to the row, in the order the writes committed: a copy with a
     /// smaller version is older.
     pub version: i64,

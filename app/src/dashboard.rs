@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::use_query_map;
 use reeltime::{
-    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobSubmission, Preset,
+    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobStatus, JobSubmission, Preset,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -255,7 +255,17 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
                 {input}
                 <p class="job-error" hidden=move || error().is_none()>{error}</p>
             </td>
-            <td><span class=move || format!("badge badge-{}", status())>{status}</span></td>
+            <td>
+                <span class=move || format!("badge badge-{}", status())>{status}</span>
+                <progress
+                    class="job-progress"
+                    max="100"
+                    value=move || job.with(|j| j.progress.unwrap_or(0))
+                    hidden=move || job.with(|j| j.status != JobStatus::Processing || j.progress.is_none())
+                >
+                    {move || job.with(|j| format!("{}%", j.progress.unwrap_or(0)))}
+                </progress>
+            </td>
             <td>
                 <time datetime=created_iso.clone() title=created_iso>
                     {move || relative_time(created, now.get())}

@@ -20,6 +20,7 @@ struct JobRow {
     error: Option<String>,
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
+    progress: Option<i16>,
     version: i64,
 }
 
@@ -39,6 +40,7 @@ impl TryFrom<JobRow> for Job {
             error: row.error,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            progress: row.progress.map(|p| p.clamp(0, 100) as u8),
             version: row.version,
         })
     }
@@ -46,7 +48,7 @@ impl TryFrom<JobRow> for Job {
 
 macro_rules! job_columns {
     () => {
-        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at, version"
+        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at, progress, version"
     };
 }
 

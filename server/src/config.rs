@@ -59,6 +59,51 @@ pub const VARIABLES: &[Variable] = &[
         help: "How long the change log keeps entries for clients to resume from, in seconds.",
     },
     Variable {
+        name: "ITTYBIT_API_KEY",
+        default: "(unset: jobs are not dispatched)",
+        help: "Ittybit API key; with it, pending jobs are sent to Ittybit.",
+    },
+    Variable {
+        name: "ITTYBIT_API_URL",
+        default: "https://api.ittybit.com",
+        help: "Ittybit's base URL.",
+    },
+    Variable {
+        name: "ITTYBIT_API_VERSION",
+        default: "(unset: the account default)",
+        help: "Sent as Accept-Version, e.g. 2024-08-21.",
+    },
+    Variable {
+        name: "ITTYBIT_WEBHOOK_SECRET",
+        default: "(unset: webhooks are refused)",
+        help: "The secret Ittybit signs webhooks with (HMAC-SHA256).",
+    },
+    Variable {
+        name: "ITTYBIT_TIMEOUT_SECS",
+        default: "30",
+        help: "How long one call to Ittybit may take.",
+    },
+    Variable {
+        name: "REELTIME_DISPATCH_MAX_ATTEMPTS",
+        default: "8",
+        help: "Calls to Ittybit per job before a job that keeps failing transiently is failed.",
+    },
+    Variable {
+        name: "REELTIME_DISPATCH_BACKOFF_MS",
+        default: "2000",
+        help: "First retry delay; it doubles per attempt (with jitter), up to 10 minutes.",
+    },
+    Variable {
+        name: "REELTIME_DISPATCH_LEASE_SECS",
+        default: "120",
+        help: "How long a claimed job is left to its dispatcher before another may retry it.",
+    },
+    Variable {
+        name: "REELTIME_RECONCILE_AFTER_SECS",
+        default: "600",
+        help: "A queued or processing job with no news for this long is read back from Ittybit.",
+    },
+    Variable {
         name: "LEPTOS_SITE_ROOT",
         default: "target/site",
         help: "Folder holding the built browser bundle (pkg/) and public assets.",
@@ -70,6 +115,20 @@ pub const VARIABLES: &[Variable] = &[
     },
 ];
 
+/// Ittybit: where it is, how to call it, how to verify it, and how hard to try.
+#[derive(Clone)]
+pub struct IttybitSettings {
+    pub api_key: Option<SecretString>,
+    pub api_url: String,
+    pub api_version: Option<String>,
+    pub webhook_secret: Option<SecretString>,
+    pub timeout: std::time::Duration,
+    pub max_attempts: u32,
+    pub backoff: std::time::Duration,
+    pub lease: std::time::Duration,
+    pub reconcile_after: std::time::Duration,
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub host: IpAddr,
@@ -80,6 +139,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub db_max_connections: u32,
     pub events_buffer: usize,
+    pub ittybit: IttybitSettings,
     pub change_retention: std::time::Duration,
     pub site_root: PathBuf,
     pub log_filter: String,
@@ -98,6 +158,15 @@ impl fmt::Debug for Settings {
             .field("public_url", &self.public_url)
             .field("db_max_connections", &self.db_max_connections)
             .field("events_buffer", &self.events_buffer)
+            .field(
+                "ittybit_api_key",
+                &self.ittybit.api_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("ittybit_api_url", &self.ittybit.api_url)
+            .field(
+                "ittybit_webhook_secret",
+                &self.ittybit.webhook_secret.as_ref().map(|_| "[redacted]"),
+            )
             .field("change_retention", &self.change_retention)
             .field("site_root", &self.site_root)
             .finish()
@@ -210,7 +279,46 @@ impl Settings {
                 .unwrap_or_else(|| default("REELTIME_CHANGE_RETENTION_SECS")),
             "a whole number of seconds",
         )?;
+        let number = |name: &'static str| -> Result<u64, ConfigError> {
+            parse(
+                name,
+                var(name).unwrap_or_else(|| default(name)),
+                "a whole number",
+            )
+        };
+        let api_url = var("ITTYBIT_API_URL").unwrap_or_else(|| default("ITTYBIT_API_URL"));
+        if url::Url::parse(&api_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"))
+            .is_none()
+        {
+            return Err(ConfigError {
+                name: "ITTYBIT_API_URL",
+                problem: format!("{api_url:?} is not an http(s) URL"),
+            });
+        }
+        let max_attempts = number("REELTIME_DISPATCH_MAX_ATTEMPTS")?;
+        if max_attempts == 0 {
+            return Err(ConfigError {
+                name: "REELTIME_DISPATCH_MAX_ATTEMPTS",
+                problem: "must be at least 1".into(),
+            });
+        }
+        let ittybit = IttybitSettings {
+            api_key: var("ITTYBIT_API_KEY").map(SecretString::from),
+            api_url: api_url.trim_end_matches('/').to_owned(),
+            api_version: var("ITTYBIT_API_VERSION"),
+            webhook_secret: var("ITTYBIT_WEBHOOK_SECRET").map(SecretString::from),
+            timeout: std::time::Duration::from_secs(number("ITTYBIT_TIMEOUT_SECS")?.max(1)),
+            max_attempts: max_attempts as u32,
+            backoff: std::time::Duration::from_millis(number("REELTIME_DISPATCH_BACKOFF_MS")?),
+            lease: std::time::Duration::from_secs(number("REELTIME_DISPATCH_LEASE_SECS")?.max(1)),
+            reconcile_after: std::time::Duration::from_secs(
+                number("REELTIME_RECONCILE_AFTER_SECS")?.max(1),
+            ),
+        };
         Ok(Settings {
+            ittybit,
             events_buffer,
             change_retention: std::time::Duration::from_secs(retention_secs),
             host,
@@ -307,7 +415,17 @@ mod tests {
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
-        let s = settings(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        let s = settings(&[
+            ("DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ("ITTYBIT_API_KEY", "key-hunter3"),
+            ("ITTYBIT_WEBHOOK_SECRET", "whsec-hunter4"),
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("hunter3") && !debug.contains("hunter4"),
+            "{debug}"
+        );
         assert_eq!(
             s.database_url.as_ref().unwrap().expose_secret(),
             "postgres://u:hunter2@h/db"

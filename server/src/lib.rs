@@ -2,8 +2,10 @@
 
 pub mod changes;
 pub mod config;
+pub mod dispatch;
 pub mod embedded_pg;
 pub mod error;
+pub mod ittybit;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -27,11 +27,14 @@ use tower_http::trace::TraceLayer;
 
 use crate::changes::ChangeFeed;
 use crate::config::Settings;
+use crate::dispatch::{self, DispatchSettings};
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
+use crate::ittybit::{IttybitClient, IttybitConfig};
 use crate::routes;
+use crate::routes::ittybit::CALLBACK_PATH;
 
-/// Largest request body accepted anywhere (the JSON API and the form alike).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest request body accepted anywhere (webhooks are the largest).
+pub const MAX_BODY_BYTES: usize = crate::routes::ittybit::MAX_CALLBACK_BYTES;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -40,6 +43,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 pub struct AppState {
     pub pool: PgPool,
     pub feed: ChangeFeed,
+    /// Verifies Ittybit's webhooks; without it every webhook is refused.
+    pub webhook_secret: Option<secrecy::SecretString>,
     pub leptos_options: LeptosOptions,
 }
 
@@ -59,6 +64,8 @@ pub enum StartupError {
     Connect(sqlx::Error),
     #[error("could not migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not set up the HTTP client: {0}")]
+    HttpClient(reqwest::Error),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -120,9 +127,39 @@ impl Application {
             settings.change_retention,
             stopping,
         );
+        let public_url = settings.public_url_or(local.port());
+        match &settings.ittybit.api_key {
+            Some(api_key) => {
+                let client = IttybitClient::new(IttybitConfig {
+                    base_url: settings.ittybit.api_url.clone(),
+                    api_key: api_key.clone(),
+                    api_version: settings.ittybit.api_version.clone(),
+                    timeout: settings.ittybit.timeout,
+                })
+                .map_err(StartupError::HttpClient)?;
+                dispatch::start(
+                    pool.clone(),
+                    client,
+                    DispatchSettings {
+                        webhook_url: format!("{public_url}{CALLBACK_PATH}"),
+                        max_attempts: settings.ittybit.max_attempts,
+                        backoff: settings.ittybit.backoff,
+                        lease: settings.ittybit.lease,
+                        reconcile_after: settings.ittybit.reconcile_after,
+                        concurrency: 8,
+                    },
+                    &feed,
+                    stop.subscribe(),
+                );
+            }
+            None => {
+                tracing::warn!("ITTYBIT_API_KEY is not set: jobs stay pending (not dispatched)")
+            }
+        }
         let router = router(AppState {
             pool: pool.clone(),
             feed,
+            webhook_secret: settings.ittybit.webhook_secret.clone(),
             leptos_options,
         });
         Ok(Application {
@@ -217,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::health::router())
         .merge(routes::jobs::router())
         .merge(routes::events::router())
+        .merge(routes::ittybit::router())
         .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
         .fallback_service(static_files)
         .layer(middleware)

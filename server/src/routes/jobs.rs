@@ -12,10 +12,14 @@ use serde::Deserialize;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::startup::AppState;
 
+/// Largest job submission accepted.
+pub const MAX_SUBMISSION_BYTES: usize = 64 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", get(list).post(create))
         .route("/api/jobs/{id}", get(read))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMISSION_BYTES))
 }
 
 /// `POST /api/jobs` with `{"input_url": "...", "preset": "...", "kind": "..."}`.

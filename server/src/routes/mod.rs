@@ -2,4 +2,5 @@
 
 pub mod events;
 pub mod health;
+pub mod ittybit;
 pub mod jobs;

@@ -59,6 +59,11 @@ pub async fn spawn_second_instance(other: &TestApp) -> TestApp {
     start(&other.db_name, &[]).await
 }
 
+/// [`spawn_second_instance`] with settings of its own.
+pub async fn spawn_second_instance_with(other: &TestApp, settings: &[(&str, &str)]) -> TestApp {
+    start(&other.db_name, settings).await
+}
+
 async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     TRACING.call_once(|| {
         if let Ok(filter) = std::env::var("TEST_LOG") {

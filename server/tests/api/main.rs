@@ -4,5 +4,6 @@ mod embedded;
 mod events;
 mod health;
 mod helpers;
+mod ittybit;
 mod jobs;
 mod pages;

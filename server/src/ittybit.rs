@@ -1,0 +1,182 @@
+//! The Ittybit API client (see `shared/ittybit-api.md`): create and read jobs, with every
+//! failure classed as worth retrying or not.
+
+use std::time::Duration;
+
+use reeltime::{CreateJobRequest, IttybitError, IttybitJob};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+
+/// How a call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// Worth trying again: a timeout, a connection failure, a 5xx, or a 429.
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        /// What a 429 (or 503) asked us to wait.
+        retry_after: Option<Duration>,
+    },
+    /// Ittybit refused the request; trying again would not help.
+    #[error("Ittybit refused the job: {message} ({kind}, HTTP {status})")]
+    Permanent {
+        status: u16,
+        kind: String,
+        message: String,
+    },
+}
+
+/// Connection settings for [`IttybitClient`].
+#[derive(Clone)]
+pub struct IttybitConfig {
+    pub base_url: String,
+    pub api_key: SecretString,
+    /// `Accept-Version`; the account default when unset.
+    pub api_version: Option<String>,
+    pub timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct IttybitClient {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: SecretString,
+    api_version: Option<String>,
+}
+
+impl IttybitClient {
+    pub fn new(config: IttybitConfig) -> Result<IttybitClient, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .timeout(config.timeout)
+            .user_agent(concat!("reeltime/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(IttybitClient {
+            http,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            api_key: config.api_key,
+            api_version: config.api_version,
+        })
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.api_key.expose_secret()))
+            .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
+        auth.set_sensitive(true);
+        headers.insert(AUTHORIZATION, auth);
+        if let Some(version) = self
+            .api_version
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            headers.insert("Accept-Version", version);
+        }
+        headers
+    }
+
+    /// `POST /jobs`. The idempotency key (our job's id) makes a retry return the job the first
+    /// call created instead of making a second one.
+    pub async fn create_job(
+        &self,
+        request: &CreateJobRequest,
+        idempotency_key: &str,
+    ) -> Result<IttybitJob, CallError> {
+        let response = self
+            .http
+            .post(format!("{}/jobs", self.base_url))
+            .headers(self.headers())
+            .header("Idempotency-Key", idempotency_key)
+            .json(request)
+            .send()
+            .await;
+        read_job(response).await
+    }
+
+    /// `GET /jobs/{id}`.
+    pub async fn get_job(&self, id: &str) -> Result<IttybitJob, CallError> {
+        let response = self
+            .http
+            .get(format!("{}/jobs/{id}", self.base_url))
+            .headers(self.headers())
+            .send()
+            .await;
+        read_job(response).await
+    }
+}
+
+async fn read_job(response: Result<Response, reqwest::Error>) -> Result<IttybitJob, CallError> {
+    let response = response.map_err(|err| CallError::Transient {
+        reason: if err.is_timeout() {
+            "Ittybit did not answer in time".to_owned()
+        } else {
+            format!("could not reach Ittybit: {}", err.without_url())
+        },
+        retry_after: None,
+    })?;
+    let status = response.status();
+    let retry_after = retry_after(response.headers());
+    let body = response.bytes().await.map_err(|err| CallError::Transient {
+        reason: format!("reading Ittybit's answer failed: {}", err.without_url()),
+        retry_after: None,
+    })?;
+    if status.is_success() {
+        return serde_json::from_slice::<IttybitJob>(&body).map_err(|err| CallError::Transient {
+            reason: format!("Ittybit's answer was not a job: {err}"),
+            retry_after: None,
+        });
+    }
+    let error = serde_json::from_slice::<IttybitError>(&body).unwrap_or_default();
+    let message = if error.message.is_empty() {
+        String::from_utf8_lossy(&body).chars().take(300).collect()
+    } else {
+        error.message
+    };
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        Err(CallError::Transient {
+            reason: format!("Ittybit answered HTTP {}: {message}", status.as_u16()),
+            retry_after,
+        })
+    } else {
+        Err(CallError::Permanent {
+            status: status.as_u16(),
+            kind: if error.kind.is_empty() {
+                "unknown".to_owned()
+            } else {
+                error.kind
+            },
+            message,
+        })
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and ignored).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut headers = HeaderMap::new();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+}

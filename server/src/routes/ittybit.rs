@@ -1,0 +1,137 @@
+//! `POST /api/ittybit/callback`: Ittybit's signed webhooks.
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use reeltime::signature::{verify, SIGNATURE_HEADER};
+use reeltime::{normalize_webhook, JobId, Normalized};
+use secrecy::ExposeSecret;
+use serde_json::json;
+
+use crate::dispatch::{apply_report, resolve_job};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub const CALLBACK_PATH: &str = "/api/ittybit/callback";
+/// Largest webhook body accepted.
+pub const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(CALLBACK_PATH, post(callback))
+        .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
+}
+
+struct Delivery<'a> {
+    signature_ok: bool,
+    report: Option<&'a Normalized>,
+    job_id: Option<JobId>,
+    outcome: &'a str,
+}
+
+/// Verify the signature over the raw bytes before reading anything, then fold the report into
+/// the job. Ittybit retries until it gets a 2xx within 5 s, so everything that is not its
+/// fault (an unknown job, a stale report) is answered 200; every delivery is recorded.
+async fn callback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let pool = &state.pool;
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    let verified = match &state.webhook_secret {
+        Some(secret) => verify(secret.expose_secret().as_bytes(), &body, signature),
+        None => {
+            tracing::warn!("webhook refused: ITTYBIT_WEBHOOK_SECRET is not set");
+            Err(reeltime::SignatureError::NoSecret)
+        }
+    };
+    if let Err(err) = verified {
+        record(
+            pool,
+            &body,
+            Delivery {
+                signature_ok: false,
+                report: None,
+                job_id: None,
+                outcome: "bad_signature",
+            },
+        )
+        .await?;
+        tracing::warn!(reason = %err, "webhook refused: bad signature");
+        return Ok((
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "unauthorized", "message": "Missing or invalid Ittybit-Signature." })),
+        )
+            .into_response());
+    }
+    let report = match normalize_webhook(&body) {
+        Ok(report) => report,
+        Err(err) => {
+            record(
+                pool,
+                &body,
+                Delivery {
+                    signature_ok: true,
+                    report: None,
+                    job_id: None,
+                    outcome: "malformed",
+                },
+            )
+            .await?;
+            return Err(ApiError::BadRequest(err.to_string()));
+        }
+    };
+    let Some(job_id) = resolve_job(pool, &report).await? else {
+        record(
+            pool,
+            &body,
+            Delivery {
+                signature_ok: true,
+                report: Some(&report),
+                job_id: None,
+                outcome: "unknown_job",
+            },
+        )
+        .await?;
+        tracing::warn!(ittybit_id = ?report.ittybit_id, "webhook for a job we do not know");
+        return Ok(Json(json!({ "ok": true, "outcome": "unknown_job" })).into_response());
+    };
+    let applied = apply_report(pool, job_id, &report).await?;
+    record(
+        pool,
+        &body,
+        Delivery {
+            signature_ok: true,
+            report: Some(&report),
+            job_id: Some(job_id),
+            outcome: applied.as_str(),
+        },
+    )
+    .await?;
+    tracing::info!(%job_id, status = %report.status, outcome = applied.as_str(), "webhook");
+    Ok(Json(json!({ "ok": true, "outcome": applied.as_str() })).into_response())
+}
+
+async fn record(
+    pool: &sqlx::PgPool,
+    body: &[u8],
+    delivery: Delivery<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into webhook_deliveries (signature_ok, ittybit_id, job_id, status, outcome, raw_body) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(delivery.signature_ok)
+    .bind(delivery.report.and_then(|r| r.ittybit_id.as_deref()))
+    .bind(delivery.job_id.map(|id| id.0))
+    .bind(delivery.report.map(|r| r.status.as_str()))
+    .bind(delivery.outcome)
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
