@@ -47,15 +47,7 @@ async fn quiet(events: &mut Events) {
 }
 
 async fn position(app: &TestApp) -> String {
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(app.url("/api/jobs?limit=1")).await;
     page["position"].as_str().unwrap().to_owned()
 }
 
@@ -110,11 +102,8 @@ async fn inserts_updates_and_deletes_by_any_writer_arrive() {
 
     // A job submitted through the API arrives the same way.
     let created: Value = app
-        .post_job(serde_json::json!({ "input_url": "https://example.com/api.mp4" }))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .create_job(serde_json::json!({ "input_url": "https://example.com/api.mp4" }))
+        .await;
     let event = next(&mut events).await;
     assert_eq!(event.event, "insert");
     assert_eq!(job(&event), created);
@@ -352,11 +341,8 @@ async fn a_change_through_one_instance_reaches_the_clients_of_another() {
     let mut on_second = subscribe(&second, Some(&position(&second).await), None).await;
 
     let created: Value = first
-        .post_job(serde_json::json!({ "input_url": "https://example.com/shared.mp4" }))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .create_job(serde_json::json!({ "input_url": "https://example.com/shared.mp4" }))
+        .await;
     let a = next(&mut on_first).await;
     let b = next(&mut on_second).await;
     assert_eq!(job(&a), created);

@@ -126,6 +126,23 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `POST /api/jobs`, expecting the created job back.
+    pub async fn create_job(&self, body: serde_json::Value) -> serde_json::Value {
+        self.post_job(body).await.json().await.unwrap()
+    }
+
+    /// `GET` a URL and read its JSON body.
+    pub async fn get_json(&self, url: String) -> serde_json::Value {
+        self.client
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn job_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from jobs")
             .fetch_one(&self.pool)

@@ -62,24 +62,12 @@ impl Respond for Created {
 }
 
 async fn submit(app: &TestApp, url: &str) -> String {
-    let job: Value = app
-        .post_job(json!({ "input_url": url }))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let job: Value = app.create_job(json!({ "input_url": url })).await;
     job["id"].as_str().unwrap().to_owned()
 }
 
 async fn job(app: &TestApp, id: &str) -> Value {
-    app.client
-        .get(app.url(&format!("/api/jobs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    app.get_json(app.url(&format!("/api/jobs/{id}"))).await
 }
 
 /// Wait until the job reaches `status` (or fail after `within`).

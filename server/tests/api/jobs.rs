@@ -198,15 +198,7 @@ async fn the_list_is_newest_first_and_pages_without_gaps_or_repeats() {
         if let Some(cursor) = &before {
             url.push_str(&format!("&before={cursor}"));
         }
-        let page: Value = app
-            .client
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(url).await;
         pages += 1;
         let jobs = page["jobs"].as_array().unwrap();
         assert!(jobs.len() <= 2);
@@ -220,15 +212,7 @@ async fn the_list_is_newest_first_and_pages_without_gaps_or_repeats() {
     assert_eq!(seen, order);
 
     // Without a limit: everything (under 50) on one page, same order.
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(app.url("/api/jobs")).await;
     let ids: Vec<&str> = page["jobs"]
         .as_array()
         .unwrap()
@@ -250,26 +234,12 @@ async fn the_default_page_holds_fifty() {
     .execute(&app.pool)
     .await
     .unwrap();
-    let page: Value = app
-        .client
-        .get(app.url("/api/jobs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json(app.url("/api/jobs")).await;
     assert_eq!(page["jobs"].as_array().unwrap().len(), 50);
     let cursor = page["next_before"].as_str().unwrap();
     let rest: Value = app
-        .client
-        .get(app.url(&format!("/api/jobs?before={cursor}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(app.url(&format!("/api/jobs?before={cursor}")))
+        .await;
     assert_eq!(rest["jobs"].as_array().unwrap().len(), 1);
     assert_eq!(rest["jobs"][0]["input_url"], "https://e.com/51");
 }
@@ -297,11 +267,8 @@ async fn bad_list_parameters_are_400() {
 async fn a_job_can_be_read_by_id() {
     let app = spawn_app().await;
     let created: Value = app
-        .post_job(json!({ "input_url": "https://example.com/one.mp4" }))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .create_job(json!({ "input_url": "https://example.com/one.mp4" }))
+        .await;
     let id = created["id"].as_str().unwrap();
 
     let response = app
@@ -329,11 +296,8 @@ async fn a_job_can_be_read_by_id() {
 async fn the_database_keeps_updated_at_current() {
     let app = spawn_app().await;
     let created: Value = app
-        .post_job(json!({ "input_url": "https://example.com/one.mp4" }))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .create_job(json!({ "input_url": "https://example.com/one.mp4" }))
+        .await;
     let id = created["id"].as_str().unwrap();
     let (before, after): (time::OffsetDateTime, time::OffsetDateTime) = sqlx::query_as(
         "with old as (select updated_at from jobs where id = $1::uuid), \
