@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
         }
     };
     telemetry::init(&settings.log_filter);
+    raise_open_file_limit();
 
     // Built on the main thread, which outlives the server: the embedded Postgres (if any) is
     // tied to it.
@@ -50,6 +51,25 @@ async fn main() -> ExitCode {
         Err(err) => {
             tracing::error!("server error: {err}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Every live dashboard holds a connection open: allow as many as the system lets us.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let wanted = limit.rlim_max;
+            limit.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                tracing::debug!(open_files = wanted, "raised the open-file limit");
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::changes::ChangeFeed;
 use crate::config::Settings;
@@ -244,7 +244,8 @@ pub fn router(state: AppState) -> Router {
                     .unwrap_or("-");
                 // The path only: query strings can carry things that don't belong in logs.
                 tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            }),
+            })
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
         .layer(CompressionLayer::new())

@@ -519,6 +519,18 @@ async fn webhooks_for_unknown_jobs_are_acknowledged_and_bad_bodies_refused() {
     let response = post_webhook(&app, &malformed, Some(sign(SECRET.as_bytes(), &malformed))).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
+    // An unverified delivery is logged, but only its first 4 KiB.
+    let junk = vec![b'x'; 10 * 1024];
+    let response = post_webhook(&app, &junk, Some("0".repeat(64))).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let kept: i32 = sqlx::query_scalar(
+        "select length(raw_body) from webhook_deliveries where outcome = 'bad_signature'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(kept, 4096);
+
     let huge = vec![b' '; 2 * 1024 * 1024];
     let response = post_webhook(&app, &huge, Some(sign(SECRET.as_bytes(), &huge))).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
