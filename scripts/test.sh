@@ -58,7 +58,7 @@ step "cargo fmt --check"
 cargo fmt --all -- --check || fail "formatting differs" "Run: cargo fmt --all"
 
 step "cargo clippy (server, -D warnings)"
-cargo clippy --locked -p reeltime -p app -p server --all-targets -- -D warnings ||
+cargo clippy --locked -p reeltime -p app -p server -p bench --all-targets -- -D warnings ||
   fail "clippy found problems in the server build"
 
 step "cargo clippy (wasm32 browser bundle, -D warnings)"
