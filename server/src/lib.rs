@@ -6,6 +6,7 @@ pub mod dispatch;
 pub mod embedded_pg;
 pub mod error;
 pub mod ittybit;
+pub mod processor;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
