@@ -61,6 +61,25 @@ impl Respond for Created {
     }
 }
 
+/// Ittybit that answers the first `times` creates with `first`, then creates jobs.
+async fn ittybit_failing_first(first: impl Respond + 'static, times: u64) -> (MockServer, Created) {
+    let ittybit = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/jobs"))
+        .respond_with(first)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(&ittybit)
+        .await;
+    let created = Created::default();
+    Mock::given(method("POST"))
+        .and(path("/jobs"))
+        .respond_with(created.clone())
+        .mount(&ittybit)
+        .await;
+    (ittybit, created)
+}
+
 async fn submit(app: &TestApp, url: &str) -> String {
     let job: Value = app.create_job(json!({ "input_url": url })).await;
     job["id"].as_str().unwrap().to_owned()
@@ -153,22 +172,11 @@ async fn a_refusal_fails_the_job_with_ittybits_message() {
 
 #[tokio::test]
 async fn server_errors_are_retried_into_one_ittybit_job() {
-    let ittybit = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_json(json!({ "kind": "internal", "message": "oops" })),
-        )
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&ittybit)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(Created::default())
-        .mount(&ittybit)
-        .await;
+    let (ittybit, _) = ittybit_failing_first(
+        ResponseTemplate::new(500).set_body_json(json!({ "kind": "internal", "message": "oops" })),
+        2,
+    )
+    .await;
     let app = spawn_with_ittybit(&ittybit, &[]).await;
     let id = submit(&app, "https://example.com/flaky.mp4").await;
     let queued = wait_for_status(&app, &id, "queued", Duration::from_secs(10)).await;
@@ -182,19 +190,11 @@ async fn server_errors_are_retried_into_one_ittybit_job() {
 
 #[tokio::test]
 async fn a_timeout_is_retried() {
-    let ittybit = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(3)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&ittybit)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(Created::default())
-        .mount(&ittybit)
-        .await;
+    let (ittybit, _) = ittybit_failing_first(
+        ResponseTemplate::new(201).set_delay(Duration::from_secs(3)),
+        1,
+    )
+    .await;
     let app = spawn_with_ittybit(&ittybit, &[]).await;
     let id = submit(&app, "https://example.com/slow.mp4").await;
     wait_for_status(&app, &id, "queued", Duration::from_secs(10)).await;
@@ -203,27 +203,18 @@ async fn a_timeout_is_retried() {
 
 #[tokio::test]
 async fn retry_after_is_respected() {
-    let ittybit = MockServer::start().await;
     let first = Arc::new(Mutex::new(None::<Instant>));
     let seen = first.clone();
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(move |_: &Request| {
+    let (ittybit, created) = ittybit_failing_first(
+        move |_: &Request| {
             *seen.lock().unwrap() = Some(Instant::now());
             ResponseTemplate::new(429)
                 .insert_header("retry-after", "1")
                 .set_body_json(json!({ "kind": "rate_limited", "message": "slow down" }))
-        })
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&ittybit)
-        .await;
-    let created = Created::default();
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(created.clone())
-        .mount(&ittybit)
-        .await;
+        },
+        1,
+    )
+    .await;
     let app = spawn_with_ittybit(&ittybit, &[]).await;
     let id = submit(&app, "https://example.com/busy.mp4").await;
     wait_for_status(&app, &id, "queued", Duration::from_secs(10)).await;
@@ -291,20 +282,12 @@ async fn two_instances_send_each_of_200_jobs_exactly_once() {
 
 #[tokio::test]
 async fn a_crash_between_the_call_and_storing_it_retries_with_the_same_key() {
-    let ittybit = MockServer::start().await;
     // The first call is answered too late: the server dies while waiting for it.
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(ResponseTemplate::new(201).set_delay(Duration::from_secs(5)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&ittybit)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/jobs"))
-        .respond_with(Created::default())
-        .mount(&ittybit)
-        .await;
+    let (ittybit, _) = ittybit_failing_first(
+        ResponseTemplate::new(201).set_delay(Duration::from_secs(5)),
+        1,
+    )
+    .await;
     // The app that stays up, with Ittybit off, owns the database.
     let survivor = spawn_app_with(&[]).await;
 
