@@ -116,17 +116,10 @@ pub async fn list_jobs_with_snapshot(
     let limit = limit.get() as usize;
     // One extra row tells whether an older page exists.
     let fetch = (limit + 1) as i64;
-    let mut tx = pool.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only")
-        .execute(&mut *tx)
+    let mut tx = pool
+        .begin_with("begin isolation level repeatable read, read only")
         .await?;
-    let position = log_position(&mut *tx).await?;
-    let snapshot: String = sqlx::query_scalar("select pg_current_snapshot()::text")
-        .fetch_one(&mut *tx)
-        .await?;
-    let snapshot = snapshot
-        .parse::<TxSnapshot>()
-        .map_err(|e| sqlx::Error::Decode(e.into()))?;
+    let (position, snapshot) = log_horizon(&mut *tx).await?;
     let rows: Vec<JobRow> = match before {
         None => {
             sqlx::query_as(concat!(
@@ -178,17 +171,32 @@ pub async fn list_jobs_with_snapshot(
 /// transaction older than every transaction still running. Everything at or before it is
 /// final; anything after it may still be joined by entries from transactions in flight.
 pub async fn log_position(conn: impl sqlx::PgExecutor<'_>) -> Result<ChangePosition, sqlx::Error> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "select (xid::text)::bigint, seq from job_changes \
-         where xid < pg_snapshot_xmin(pg_current_snapshot()) \
-         order by xid desc, seq desc limit 1",
+    Ok(log_horizon(conn).await?.0)
+}
+
+/// [`log_position`], and the snapshot it was read in, in one statement.
+pub async fn log_horizon(
+    conn: impl sqlx::PgExecutor<'_>,
+) -> Result<(ChangePosition, TxSnapshot), sqlx::Error> {
+    let (snapshot, xid, seq): (String, Option<i64>, Option<i64>) = sqlx::query_as(
+        "select s.snap::text, c.xid, c.seq \
+         from (select pg_current_snapshot() as snap) s \
+         left join lateral ( \
+             select (xid::text)::bigint as xid, seq from job_changes \
+             where xid < pg_snapshot_xmin(s.snap) \
+             order by xid desc, seq desc limit 1) c on true",
     )
-    .fetch_optional(conn)
+    .fetch_one(conn)
     .await?;
-    Ok(row
-        .map(|(xid, seq)| ChangePosition {
+    let position = match (xid, seq) {
+        (Some(xid), Some(seq)) => ChangePosition {
             xid: xid as u64,
             seq,
-        })
-        .unwrap_or(ChangePosition::START))
+        },
+        _ => ChangePosition::START,
+    };
+    let snapshot = snapshot
+        .parse::<TxSnapshot>()
+        .map_err(|e| sqlx::Error::Decode(e.into()))?;
+    Ok((position, snapshot))
 }

@@ -199,15 +199,7 @@ async fn connect_clients(address: &str, after: &str, n: usize) -> Result<Clients
 }
 
 async fn position(pool: &PgPool) -> Result<String> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
-        "select (xid::text)::bigint, seq from job_changes \
-         where xid < pg_snapshot_xmin(pg_current_snapshot()) order by xid desc, seq desc limit 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    Ok(row
-        .map(|(x, s)| format!("{x}.{s}"))
-        .unwrap_or_else(|| "0.0".into()))
+    Ok(app::db::log_position(pool).await?.to_string())
 }
 
 async fn sse(max_clients: usize) -> Result<()> {

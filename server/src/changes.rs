@@ -27,6 +27,7 @@ pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 #[derive(Debug)]
 pub struct Frame {
     pub position: ChangePosition,
+    pub op: ChangeOp,
     pub bytes: Bytes,
 }
 
@@ -51,6 +52,7 @@ impl Change {
         let data = serde_json::to_string(&self.job).expect("a job serialises");
         Frame {
             position: self.position,
+            op: self.op,
             bytes: Bytes::from(format!(
                 "id: {}\nevent: {}\ndata: {data}\n\n",
                 self.position,

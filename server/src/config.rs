@@ -6,6 +6,7 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
@@ -122,11 +123,11 @@ pub struct IttybitSettings {
     pub api_url: String,
     pub api_version: Option<String>,
     pub webhook_secret: Option<SecretString>,
-    pub timeout: std::time::Duration,
+    pub timeout: Duration,
     pub max_attempts: u32,
-    pub backoff: std::time::Duration,
-    pub lease: std::time::Duration,
-    pub reconcile_after: std::time::Duration,
+    pub backoff: Duration,
+    pub lease: Duration,
+    pub reconcile_after: Duration,
 }
 
 #[derive(Clone)]
@@ -140,7 +141,7 @@ pub struct Settings {
     pub db_max_connections: u32,
     pub events_buffer: usize,
     pub ittybit: IttybitSettings,
-    pub change_retention: std::time::Duration,
+    pub change_retention: Duration,
     pub site_root: PathBuf,
     pub log_filter: String,
 }
@@ -194,34 +195,19 @@ impl Settings {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let default = |name: &str| {
-            VARIABLES
-                .iter()
-                .find(|v| v.name == name)
-                .map(|v| v.default.to_owned())
-                .unwrap_or_default()
-        };
-        fn parse<T: std::str::FromStr>(
-            name: &'static str,
-            value: String,
-            expected: &str,
-        ) -> Result<T, ConfigError> {
-            value.parse().map_err(|_| ConfigError {
-                name,
-                problem: format!("{value:?} is not {expected}"),
+        // The variable's value, or its documented default.
+        let value = |name: &str| {
+            var(name).unwrap_or_else(|| {
+                VARIABLES
+                    .iter()
+                    .find(|v| v.name == name)
+                    .map(|v| v.default.to_owned())
+                    .unwrap_or_default()
             })
-        }
+        };
+        let whole = |name: &'static str| parse::<u64>(name, value(name), "a whole number");
+        let duration_secs = |name: &'static str| whole(name).map(|s| Duration::from_secs(s.max(1)));
 
-        let host = parse(
-            "REELTIME_HOST",
-            var("REELTIME_HOST").unwrap_or_else(|| default("REELTIME_HOST")),
-            "an IP address",
-        )?;
-        let port = parse(
-            "REELTIME_PORT",
-            var("REELTIME_PORT").unwrap_or_else(|| default("REELTIME_PORT")),
-            "a port number (0-65535)",
-        )?;
         let database_url = match var("DATABASE_URL") {
             None => None,
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
@@ -235,104 +221,46 @@ impl Settings {
                 });
             }
         };
-        let public_url = match var("REELTIME_PUBLIC_URL") {
-            None => None,
-            Some(url) => {
-                let parsed = url::Url::parse(&url)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-                if parsed.is_none() {
-                    return Err(ConfigError {
-                        name: "REELTIME_PUBLIC_URL",
-                        problem: format!("{url:?} is not an http(s) URL"),
-                    });
-                }
-                Some(url.trim_end_matches('/').to_owned())
-            }
-        };
-        let db_max_connections: u32 = parse(
-            "REELTIME_DB_MAX_CONNECTIONS",
-            var("REELTIME_DB_MAX_CONNECTIONS")
-                .unwrap_or_else(|| default("REELTIME_DB_MAX_CONNECTIONS")),
-            "a whole number",
-        )?;
-        if db_max_connections == 0 {
-            return Err(ConfigError {
-                name: "REELTIME_DB_MAX_CONNECTIONS",
-                problem: "must be at least 1".into(),
-            });
-        }
-        let events_buffer: usize = parse(
-            "REELTIME_EVENTS_BUFFER",
-            var("REELTIME_EVENTS_BUFFER").unwrap_or_else(|| default("REELTIME_EVENTS_BUFFER")),
-            "a whole number",
-        )?;
-        if events_buffer == 0 {
-            return Err(ConfigError {
-                name: "REELTIME_EVENTS_BUFFER",
-                problem: "must be at least 1".into(),
-            });
-        }
-        let retention_secs: u64 = parse(
-            "REELTIME_CHANGE_RETENTION_SECS",
-            var("REELTIME_CHANGE_RETENTION_SECS")
-                .unwrap_or_else(|| default("REELTIME_CHANGE_RETENTION_SECS")),
-            "a whole number of seconds",
-        )?;
-        let number = |name: &'static str| -> Result<u64, ConfigError> {
-            parse(
-                name,
-                var(name).unwrap_or_else(|| default(name)),
-                "a whole number",
-            )
-        };
-        let api_url = var("ITTYBIT_API_URL").unwrap_or_else(|| default("ITTYBIT_API_URL"));
-        if url::Url::parse(&api_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"))
-            .is_none()
-        {
-            return Err(ConfigError {
-                name: "ITTYBIT_API_URL",
-                problem: format!("{api_url:?} is not an http(s) URL"),
-            });
-        }
-        let max_attempts = number("REELTIME_DISPATCH_MAX_ATTEMPTS")?;
-        if max_attempts == 0 {
-            return Err(ConfigError {
-                name: "REELTIME_DISPATCH_MAX_ATTEMPTS",
-                problem: "must be at least 1".into(),
-            });
-        }
         let ittybit = IttybitSettings {
             api_key: var("ITTYBIT_API_KEY").map(SecretString::from),
-            api_url: api_url.trim_end_matches('/').to_owned(),
+            api_url: http_url("ITTYBIT_API_URL", value("ITTYBIT_API_URL"))?,
             api_version: var("ITTYBIT_API_VERSION"),
             webhook_secret: var("ITTYBIT_WEBHOOK_SECRET").map(SecretString::from),
-            timeout: std::time::Duration::from_secs(number("ITTYBIT_TIMEOUT_SECS")?.max(1)),
-            max_attempts: max_attempts as u32,
-            backoff: std::time::Duration::from_millis(number("REELTIME_DISPATCH_BACKOFF_MS")?),
-            lease: std::time::Duration::from_secs(number("REELTIME_DISPATCH_LEASE_SECS")?.max(1)),
-            reconcile_after: std::time::Duration::from_secs(
-                number("REELTIME_RECONCILE_AFTER_SECS")?.max(1),
-            ),
+            timeout: duration_secs("ITTYBIT_TIMEOUT_SECS")?,
+            max_attempts: at_least_one(
+                "REELTIME_DISPATCH_MAX_ATTEMPTS",
+                whole("REELTIME_DISPATCH_MAX_ATTEMPTS")?,
+            )? as u32,
+            backoff: Duration::from_millis(whole("REELTIME_DISPATCH_BACKOFF_MS")?),
+            lease: duration_secs("REELTIME_DISPATCH_LEASE_SECS")?,
+            reconcile_after: duration_secs("REELTIME_RECONCILE_AFTER_SECS")?,
         };
         Ok(Settings {
-            ittybit,
-            events_buffer,
-            change_retention: std::time::Duration::from_secs(retention_secs),
-            host,
-            port,
+            host: parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?,
+            port: parse(
+                "REELTIME_PORT",
+                value("REELTIME_PORT"),
+                "a port number (0-65535)",
+            )?,
             database_url,
-            data_dir: var("REELTIME_DATA_DIR")
-                .unwrap_or_else(|| default("REELTIME_DATA_DIR"))
-                .into(),
-            public_url,
-            db_max_connections,
-            site_root: var("LEPTOS_SITE_ROOT")
-                .unwrap_or_else(|| default("LEPTOS_SITE_ROOT"))
-                .into(),
-            log_filter: var("RUST_LOG").unwrap_or_else(|| default("RUST_LOG")),
+            data_dir: value("REELTIME_DATA_DIR").into(),
+            public_url: var("REELTIME_PUBLIC_URL")
+                .map(|url| http_url("REELTIME_PUBLIC_URL", url))
+                .transpose()?,
+            db_max_connections: at_least_one(
+                "REELTIME_DB_MAX_CONNECTIONS",
+                whole("REELTIME_DB_MAX_CONNECTIONS")?,
+            )? as u32,
+            events_buffer: at_least_one("REELTIME_EVENTS_BUFFER", whole("REELTIME_EVENTS_BUFFER")?)?
+                as usize,
+            change_retention: Duration::from_secs(parse(
+                "REELTIME_CHANGE_RETENTION_SECS",
+                value("REELTIME_CHANGE_RETENTION_SECS"),
+                "a whole number of seconds",
+            )?),
+            ittybit,
+            site_root: value("LEPTOS_SITE_ROOT").into(),
+            log_filter: value("RUST_LOG"),
         })
     }
 
@@ -342,6 +270,40 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| format!("http://{}:{port}", self.host))
     }
+}
+
+fn parse<T: std::str::FromStr>(
+    name: &'static str,
+    value: String,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    value.parse().map_err(|_| ConfigError {
+        name,
+        problem: format!("{value:?} is not {expected}"),
+    })
+}
+
+fn at_least_one(name: &'static str, value: u64) -> Result<u64, ConfigError> {
+    if value == 0 {
+        return Err(ConfigError {
+            name,
+            problem: "must be at least 1".into(),
+        });
+    }
+    Ok(value)
+}
+
+/// An http(s) URL with a host, without a trailing slash.
+fn http_url(name: &'static str, url: String) -> Result<String, ConfigError> {
+    let ok = url::Url::parse(&url)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+    if !ok {
+        return Err(ConfigError {
+            name,
+            problem: format!("{url:?} is not an http(s) URL"),
+        });
+    }
+    Ok(url.trim_end_matches('/').to_owned())
 }
 
 /// The text of `reeltime --help`.

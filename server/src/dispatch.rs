@@ -12,7 +12,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
-use reeltime::{CreateJobRequest, JobId, JobKind, JobStatus, Normalized};
+use reeltime::{ChangeOp, CreateJobRequest, JobId, JobKind, JobStatus, Normalized};
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -255,7 +255,7 @@ async fn dispatch_loop(
             tokio::select! {
                 _ = &mut sleep => break,
                 message = wake.recv() => match message {
-                    Ok(Message::Change(frame)) if is_insert(&frame.bytes) => break,
+                    Ok(Message::Change(frame)) if frame.op == ChangeOp::Insert => break,
                     Ok(_) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -264,10 +264,6 @@ async fn dispatch_loop(
             }
         }
     }
-}
-
-fn is_insert(frame: &[u8]) -> bool {
-    frame.windows(14).any(|w| w == b"\nevent: insert")
 }
 
 async fn dispatch_one(
@@ -457,11 +453,5 @@ mod tests {
             );
         }
         assert!(backoff(base, 30, id) <= Duration::from_secs(720));
-    }
-
-    #[test]
-    fn only_inserts_wake_the_dispatcher() {
-        assert!(is_insert(b"id: 1.2\nevent: insert\ndata: {}\n\n"));
-        assert!(!is_insert(b"id: 1.2\nevent: update\ndata: {}\n\n"));
     }
 }

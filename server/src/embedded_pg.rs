@@ -230,17 +230,8 @@ impl EmbeddedPostgres {
         };
         let pid = child.id() as libc::pid_t;
         tracing::info!(pid, "stopping the embedded Postgres");
-        // SAFETY: signalling our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        if wait_for(&mut child, Duration::from_secs(30)) {
-            return;
-        }
-        tracing::warn!(
-            pid,
-            "the embedded Postgres did not stop in 30 s; stopping it immediately"
-        );
-        unsafe { libc::kill(pid, libc::SIGQUIT) };
-        if !wait_for(&mut child, Duration::from_secs(10)) {
+        // Our own child, not yet reaped: reaping it is how we see it go.
+        if !shut_down(pid, || !matches!(child.try_wait(), Ok(None))) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -253,15 +244,30 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-fn wait_for(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+/// Ask a postmaster to stop: SIGINT (a fast shutdown: open transactions roll back, nothing
+/// committed is lost), then SIGQUIT if it is still there after 30 s. True once `gone` says so.
+fn shut_down(pid: libc::pid_t, mut gone: impl FnMut() -> bool) -> bool {
+    let wait = |limit: Duration, gone: &mut dyn FnMut() -> bool| {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if gone() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        false
+    };
+    // SAFETY: kill only sends a signal to the given process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    if wait(Duration::from_secs(30), &mut gone) {
+        return true;
     }
-    false
+    tracing::warn!(
+        pid,
+        "Postgres did not stop in 30 s; stopping it immediately"
+    );
+    unsafe { libc::kill(pid, libc::SIGQUIT) };
+    wait(Duration::from_secs(10), &mut gone)
 }
 
 fn open_log(path: &Path) -> Result<fs::File, EmbeddedPgError> {
@@ -378,15 +384,7 @@ fn stop_orphan(cluster_dir: &Path) -> Result<(), EmbeddedPgError> {
         pid,
         "stopping a Postgres left running by an earlier Reeltime"
     );
-    unsafe { libc::kill(pid, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    if alive(pid) {
-        unsafe { libc::kill(pid, libc::SIGQUIT) };
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    shut_down(pid, || !alive(pid));
     Ok(())
 }
 

@@ -27,11 +27,13 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(MAX_CALLBACK_BYTES))
 }
 
-struct Delivery<'a> {
+/// What became of one delivery, as `webhook_deliveries` records it.
+#[derive(Default)]
+struct Delivery {
     signature_ok: bool,
-    report: Option<&'a Normalized>,
+    report: Option<Normalized>,
     job_id: Option<JobId>,
-    outcome: &'a str,
+    outcome: &'static str,
 }
 
 /// Verify the signature over the raw bytes before reading anything, then fold the report into
@@ -42,96 +44,85 @@ async fn callback(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let (delivery, answer) = handle(&state, &headers, &body).await?;
+    // Unverified bodies are anyone's: keep only their start, so junk cannot fill the log.
+    let kept = if delivery.signature_ok {
+        &body[..]
+    } else {
+        &body[..body.len().min(UNVERIFIED_BODY_KEPT)]
+    };
+    record(&state.pool, kept, &delivery).await?;
+    answer
+}
+
+async fn handle(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(Delivery, Result<Response, ApiError>), sqlx::Error> {
     let pool = &state.pool;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let verified = match &state.webhook_secret {
-        Some(secret) => verify(secret.expose_secret().as_bytes(), &body, signature),
+        Some(secret) => verify(secret.expose_secret().as_bytes(), body, signature),
         None => {
             tracing::warn!("webhook refused: ITTYBIT_WEBHOOK_SECRET is not set");
             Err(reeltime::SignatureError::NoSecret)
         }
     };
     if let Err(err) = verified {
-        // Unverified bodies are anyone's: keep only their start, so junk cannot fill the log.
-        record(
-            pool,
-            &body[..body.len().min(UNVERIFIED_BODY_KEPT)],
-            Delivery {
-                signature_ok: false,
-                report: None,
-                job_id: None,
-                outcome: "bad_signature",
-            },
-        )
-        .await?;
         tracing::warn!(reason = %err, "webhook refused: bad signature");
-        return Ok((
+        let refused = (
             StatusCode::UNAUTHORIZED,
             Json(json!({ "error": "unauthorized", "message": "Missing or invalid Ittybit-Signature." })),
         )
-            .into_response());
+            .into_response();
+        let delivery = Delivery {
+            outcome: "bad_signature",
+            ..Delivery::default()
+        };
+        return Ok((delivery, Ok(refused)));
     }
-    let report = match normalize_webhook(&body) {
+    let report = match normalize_webhook(body) {
         Ok(report) => report,
         Err(err) => {
-            record(
-                pool,
-                &body,
-                Delivery {
-                    signature_ok: true,
-                    report: None,
-                    job_id: None,
-                    outcome: "malformed",
-                },
-            )
-            .await?;
-            return Err(ApiError::BadRequest(err.to_string()));
+            let delivery = Delivery {
+                signature_ok: true,
+                outcome: "malformed",
+                ..Delivery::default()
+            };
+            return Ok((delivery, Err(ApiError::BadRequest(err.to_string()))));
         }
     };
-    let Some(job_id) = resolve_job(pool, &report).await? else {
-        record(
-            pool,
-            &body,
-            Delivery {
-                signature_ok: true,
-                report: Some(&report),
-                job_id: None,
-                outcome: "unknown_job",
-            },
-        )
-        .await?;
-        tracing::warn!(ittybit_id = ?report.ittybit_id, "webhook for a job we do not know");
-        return Ok(Json(json!({ "ok": true, "outcome": "unknown_job" })).into_response());
+    let (job_id, outcome) = match resolve_job(pool, &report).await? {
+        None => {
+            tracing::warn!(ittybit_id = ?report.ittybit_id, "webhook for a job we do not know");
+            (None, "unknown_job")
+        }
+        Some(job_id) => {
+            let outcome = apply_report(pool, job_id, &report).await?.as_str();
+            tracing::info!(%job_id, status = %report.status, outcome, "webhook");
+            (Some(job_id), outcome)
+        }
     };
-    let applied = apply_report(pool, job_id, &report).await?;
-    record(
-        pool,
-        &body,
-        Delivery {
-            signature_ok: true,
-            report: Some(&report),
-            job_id: Some(job_id),
-            outcome: applied.as_str(),
-        },
-    )
-    .await?;
-    tracing::info!(%job_id, status = %report.status, outcome = applied.as_str(), "webhook");
-    Ok(Json(json!({ "ok": true, "outcome": applied.as_str() })).into_response())
+    let answer = Json(json!({ "ok": true, "outcome": outcome })).into_response();
+    let delivery = Delivery {
+        signature_ok: true,
+        report: Some(report),
+        job_id,
+        outcome,
+    };
+    Ok((delivery, Ok(answer)))
 }
 
-async fn record(
-    pool: &sqlx::PgPool,
-    body: &[u8],
-    delivery: Delivery<'_>,
-) -> Result<(), sqlx::Error> {
+async fn record(pool: &sqlx::PgPool, body: &[u8], delivery: &Delivery) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into webhook_deliveries (signature_ok, ittybit_id, job_id, status, outcome, raw_body) \
          values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(delivery.signature_ok)
-    .bind(delivery.report.and_then(|r| r.ittybit_id.as_deref()))
+    .bind(delivery.report.as_ref().and_then(|r| r.ittybit_id.as_deref()))
     .bind(delivery.job_id.map(|id| id.0))
-    .bind(delivery.report.map(|r| r.status.as_str()))
+    .bind(delivery.report.as_ref().map(|r| r.status.as_str()))
     .bind(delivery.outcome)
     .bind(body)
     .execute(pool)

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, TestApp};
 
 #[tokio::test]
 async fn the_first_html_already_holds_the_jobs() {
@@ -29,80 +29,62 @@ async fn the_first_html_already_holds_the_jobs() {
 #[tokio::test]
 async fn an_empty_dashboard_says_so() {
     let app = spawn_app().await;
-    let html = app
-        .client
-        .get(app.url("/"))
+    let html = get_html(&app, app.url("/")).await;
+    assert!(html.contains("No jobs yet"), "{html}");
+}
+
+/// Post the dashboard's form as a browser without JavaScript does.
+async fn post_form_without_js(app: &TestApp, input_url: &str, accept: &str) -> reqwest::Response {
+    app.client
+        .post(app.url("/api/fn/submit_job"))
+        .header("accept", accept)
+        .header("referer", app.url("/"))
+        .form(&[("input_url", input_url), ("preset", "video_1280_mp4_high")])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get_html(app: &TestApp, url: String) -> String {
+    app.client
+        .get(url)
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    assert!(html.contains("No jobs yet"), "{html}");
+        .unwrap()
 }
 
 #[tokio::test]
 async fn the_form_works_without_javascript() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/fn/submit_job"))
-        .header("accept", "text/html,application/xhtml+xml")
-        .header("referer", app.url("/"))
-        .form(&[
-            ("input_url", "https://example.com/no-js.mp4"),
-            ("preset", "video_1280_mp4_high"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = post_form_without_js(
+        &app,
+        "https://example.com/no-js.mp4",
+        "text/html,application/xhtml+xml",
+    )
+    .await;
     assert_eq!(response.status(), StatusCode::FOUND);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     // Leptos strips any earlier error from the Referer, which can leave a bare "?".
     assert_eq!(location.trim_end_matches('?'), app.url("/"));
     assert_eq!(app.job_count().await, 1);
 
-    let html = app
-        .client
-        .get(location)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_html(&app, location).await;
     assert!(html.contains("no-js.mp4"));
 }
 
 #[tokio::test]
 async fn without_javascript_a_bad_url_comes_back_as_an_inline_error() {
     let app = spawn_app().await;
-    let response = app
-        .client
-        .post(app.url("/api/fn/submit_job"))
-        .header("accept", "text/html")
-        .header("referer", app.url("/"))
-        .form(&[
-            ("input_url", "not a url"),
-            ("preset", "video_1280_mp4_high"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let response = post_form_without_js(&app, "not a url", "text/html").await;
     assert_eq!(response.status(), StatusCode::FOUND);
     assert_eq!(app.job_count().await, 0);
     let location = response.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.contains("__err="), "{location}");
 
-    let html = app
-        .client
-        .get(location)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_html(&app, location).await;
     let field_error = html.find(r#"id="input_url-error""#).unwrap();
     let message = html
         .find("That isn&#x27;t a URL")
