@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use time::format_description::well_known::{Iso8601, Rfc3339};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
-use crate::job::{JobId, JobKind, JobStatus};
+use crate::job::{JobId, JobKind, JobStatus, OutputFacts};
 use crate::page::is_linkable;
 
 /// The body of `POST /jobs`.
@@ -48,12 +48,35 @@ impl CreateJobRequest {
     }
 }
 
-/// A file Ittybit produced; only its URL matters here.
+/// A file Ittybit produced: its URL and what is known about it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct IttybitFile {
     #[serde(deserialize_with = "lenient_string")]
     pub url: Option<String>,
+    /// Pixels, for video, images and animations.
+    #[serde(deserialize_with = "lenient_count")]
+    pub width: Option<u64>,
+    #[serde(deserialize_with = "lenient_count")]
+    pub height: Option<u64>,
+    /// Seconds (fractions allowed), kept here in whole milliseconds.
+    #[serde(deserialize_with = "lenient_millis")]
+    pub duration: Option<u64>,
+    /// Bytes; some generations call it `filesize`.
+    #[serde(alias = "filesize", deserialize_with = "lenient_count")]
+    pub size: Option<u64>,
+}
+
+impl IttybitFile {
+    /// The facts this file carries.
+    pub fn facts(&self) -> OutputFacts {
+        OutputFacts {
+            duration_ms: self.duration,
+            size: self.size,
+            width: self.width.and_then(|w| u32::try_from(w).ok()),
+            height: self.height.and_then(|h| u32::try_from(h).ok()),
+        }
+    }
 }
 
 /// One task of a job, where Ittybit reports progress and per-step output.
@@ -130,8 +153,21 @@ impl IttybitJob {
                 last.or_else(|| self.tasks.first().and_then(|task| task.progress))
             }),
             output_url: self.output_url(),
+            output: self.output_facts(),
             error: self.error.clone(),
         }
+    }
+
+    /// The facts of the first of `output`, `outputs[0]` and the last task's `output` that has
+    /// any (the newest job object gives `output` as a bare URL and the facts on its task).
+    fn output_facts(&self) -> OutputFacts {
+        let last_task = self.tasks.last().and_then(|task| task.output.as_ref());
+        [self.output.as_ref(), self.outputs.first(), last_task]
+            .into_iter()
+            .flatten()
+            .map(IttybitFile::facts)
+            .find(|facts| !facts.is_empty())
+            .unwrap_or_default()
     }
 
     /// The Ittybit job id: a task's `job_id`, otherwise a job's own `id`.
@@ -193,6 +229,8 @@ pub struct Normalized {
     pub progress: Option<u8>,
     /// The output, only if it is an `http(s)` URL.
     pub output_url: Option<String>,
+    /// What the report says about the output.
+    pub output: OutputFacts,
     pub error: Option<String>,
 }
 
@@ -302,10 +340,37 @@ fn lenient_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u8>, D::Err
         .map(|p| p.clamp(0.0, 100.0) as u8))
 }
 
+/// A finite, non-negative number (or numeric string); anything else is absent.
+fn lenient_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    let number = match Value::deserialize(d)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    Ok(number.filter(|n| n.is_finite() && *n >= 0.0))
+}
+
+/// A count (pixels, bytes), rounded to a whole number.
+fn lenient_count<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(lenient_number(d)?
+        .filter(|n| *n < 9.0e15)
+        .map(|n| n.round() as u64))
+}
+
+/// Seconds as whole milliseconds.
+fn lenient_millis<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(lenient_number(d)?
+        .filter(|n| *n < 9.0e12)
+        .map(|secs| (secs * 1000.0).round() as u64))
+}
+
 /// A file given as a bare URL string or as an object with a `url`.
 fn file_from(value: Value) -> Option<IttybitFile> {
     match value {
-        Value::String(url) => Some(IttybitFile { url: Some(url) }),
+        Value::String(url) => Some(IttybitFile {
+            url: Some(url),
+            ..IttybitFile::default()
+        }),
         value @ Value::Object(_) => IttybitFile::deserialize(value).ok(),
         _ => None,
     }
@@ -500,8 +565,48 @@ mod tests {
                 status: Queued,
                 progress: Some(42),
                 output_url: Some("https://cdn.example.com/out.mp4".into()),
+                // The task's file object: 1280x720, 62.5 s.
+                output: OutputFacts {
+                    duration_ms: Some(62_500),
+                    size: None,
+                    width: Some(1280),
+                    height: Some(720),
+                },
                 error: None,
             }
+        );
+    }
+
+    #[test]
+    fn output_facts_come_from_the_first_file_that_has_them() {
+        // The job's `output` is a bare URL; the facts are on its task, in any spelling.
+        let n = normalize(json!({
+            "status": "succeeded",
+            "output": "https://cdn.example.com/out.mp3",
+            "tasks": [{"output": {"url": "https://cdn.example.com/out.mp3",
+                                   "duration": "3.0005", "filesize": 48213.0,
+                                   "width": "wide", "height": -1}}]
+        }));
+        assert_eq!(
+            n.output,
+            OutputFacts {
+                duration_ms: Some(3_001),
+                size: Some(48_213),
+                width: None,
+                height: None,
+            }
+        );
+        // An envelope's outputs[0] counts too.
+        let n = normalize(json!({"kind": "task.succeeded",
+            "data": {"outputs": [{"url": "https://x.example/a.png", "width": 640, "height": 360,
+                                  "size": 1024}]}}));
+        assert_eq!(n.output.width, Some(640));
+        assert_eq!(n.output.size, Some(1024));
+        // No facts anywhere: none.
+        assert!(
+            normalize(json!({"status": "succeeded", "output": "https://x.example/a"}))
+                .output
+                .is_empty()
         );
     }
 
@@ -594,6 +699,7 @@ mod tests {
                 status: Succeeded,
                 progress: Some(100),
                 output_url: Some("https://cdn.example.com/out.mp4".into()),
+                output: OutputFacts::default(),
                 error: None,
             }
         );
@@ -643,6 +749,7 @@ mod tests {
                 status: Succeeded,
                 progress: Some(100),
                 output_url: Some("https://cdn.example.com/out.mp4".into()),
+                output: OutputFacts::default(),
                 error: None,
             }
         );
@@ -842,6 +949,7 @@ mod tests {
             status,
             progress,
             output_url: None,
+            output: OutputFacts::default(),
             error: None,
         }
     }

@@ -179,41 +179,95 @@ pub enum Preset {
     /// The seed guide's preset: video, 1280 wide, MP4, high quality.
     #[serde(rename = "video_1280_mp4_high")]
     Video1280Mp4High,
+    /// A smaller web video: 720 wide, WebM with VP9.
+    #[serde(rename = "video_720_webm")]
+    Video720Webm,
+    /// A poster frame: the still at 1 s, JPEG, 1280 wide.
+    #[serde(rename = "image_jpeg_1280")]
+    ImageJpeg1280,
+    /// A looping preview: the first 3 s as a 480-wide GIF at 10 fps.
+    #[serde(rename = "animation_gif_480")]
+    AnimationGif480,
+    /// The soundtrack as a 192 kbit/s MP3.
+    #[serde(rename = "audio_mp3_192")]
+    AudioMp3192,
 }
 
 impl Preset {
-    pub const ALL: [Preset; 1] = [Preset::Video1280Mp4High];
+    pub const ALL: [Preset; 5] = [
+        Preset::Video1280Mp4High,
+        Preset::Video720Webm,
+        Preset::ImageJpeg1280,
+        Preset::AnimationGif480,
+        Preset::AudioMp3192,
+    ];
     pub const DEFAULT: Preset = Preset::Video1280Mp4High;
 
     pub fn id(self) -> &'static str {
         match self {
             Preset::Video1280Mp4High => "video_1280_mp4_high",
+            Preset::Video720Webm => "video_720_webm",
+            Preset::ImageJpeg1280 => "image_jpeg_1280",
+            Preset::AnimationGif480 => "animation_gif_480",
+            Preset::AudioMp3192 => "audio_mp3_192",
         }
     }
 
     pub fn label(self) -> &'static str {
         match self {
             Preset::Video1280Mp4High => "Video, 1280 wide, MP4, high quality",
+            Preset::Video720Webm => "Video, 720 wide, WebM (VP9)",
+            Preset::ImageJpeg1280 => "Still frame at 1 s, JPEG, 1280 wide",
+            Preset::AnimationGif480 => "Animated GIF of the first 3 s, 480 wide",
+            Preset::AudioMp3192 => "Audio only, MP3 192 kbit/s",
         }
     }
 
     pub fn kind(self) -> JobKind {
         match self {
-            Preset::Video1280Mp4High => JobKind::Video,
+            Preset::Video1280Mp4High | Preset::Video720Webm => JobKind::Video,
+            Preset::ImageJpeg1280 => JobKind::Image,
+            Preset::AnimationGif480 => JobKind::Animation,
+            Preset::AudioMp3192 => JobKind::Audio,
         }
     }
 
     /// The `options` object sent to Ittybit for this preset.
     pub fn options(self) -> serde_json::Value {
+        use serde_json::json;
         match self {
             Preset::Video1280Mp4High => {
-                serde_json::json!({ "width": 1280, "format": "mp4", "quality": "high" })
+                json!({ "width": 1280, "format": "mp4", "quality": "high" })
             }
+            Preset::Video720Webm => {
+                json!({ "width": 720, "format": "webm", "codec": "vp9", "quality": "medium" })
+            }
+            Preset::ImageJpeg1280 => json!({ "format": "jpeg", "width": 1280, "start": 1 }),
+            Preset::AnimationGif480 => {
+                json!({ "format": "gif", "width": 480, "fps": 10, "start": 0, "end": 3 })
+            }
+            Preset::AudioMp3192 => json!({ "format": "mp3", "bitrate": 192000 }),
         }
     }
 
     pub fn from_id(id: &str) -> Option<Preset> {
         Preset::ALL.into_iter().find(|preset| preset.id() == id)
+    }
+}
+
+/// What is known about a job's output file; any of it may be missing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFacts {
+    pub duration_ms: Option<u64>,
+    /// Bytes.
+    pub size: Option<u64>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+}
+
+impl OutputFacts {
+    pub fn is_empty(&self) -> bool {
+        *self == OutputFacts::default()
     }
 }
 
@@ -236,6 +290,17 @@ pub struct Job {
     /// Percent done while processing (0-100); 100 once succeeded.
     #[serde(default)]
     pub progress: Option<u8>,
+    /// The output's length in milliseconds (audio, video, animations), once succeeded.
+    #[serde(default)]
+    pub output_duration_ms: Option<u64>,
+    /// The output's size in bytes, once succeeded.
+    #[serde(default)]
+    pub output_size: Option<u64>,
+    /// The output's pixel size (video, images, animations), once succeeded.
+    #[serde(default)]
+    pub output_width: Option<u32>,
+    #[serde(default)]
+    pub output_height: Option<u32>,
     /// Grows with every write to the row, in the order the writes committed: a copy with a
     /// smaller version is older.
     pub version: i64,

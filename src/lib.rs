@@ -17,8 +17,11 @@ pub use ittybit::{
     normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,
     JobProgress, Normalized, PayloadError,
 };
-pub use job::{Job, JobId, JobKind, JobStatus, Preset};
+pub use job::{Job, JobId, JobKind, JobStatus, OutputFacts, Preset};
 pub use media_url::{MediaUrl, MediaUrlError, MAX_MEDIA_URL_LEN};
-pub use page::{is_linkable, relative_time, shorten_middle, JobPage, PageCursor, PageLimit};
+pub use page::{
+    format_bytes, format_duration_ms, is_linkable, relative_time, shorten_middle, JobPage,
+    PageCursor, PageLimit,
+};
 pub use signature::{SignatureError, SIGNATURE_HEADER};
 pub use submission::{FieldErrors, JobSubmission, NewJob};

@@ -91,6 +91,9 @@ pub struct JobPage {
     /// The change log's position when the page was read: subscribe to `/api/events` from here
     /// and no change falls between the page and the stream.
     pub position: Option<crate::change::ChangePosition>,
+    /// A sample clip people can try, when the server offers one.
+    #[serde(default)]
+    pub sample_url: Option<String>,
 }
 
 /// "just now", "5 min ago", "3 h ago", "2 d ago", then the date.
@@ -103,6 +106,40 @@ pub fn relative_time(then: OffsetDateTime, now: OffsetDateTime) -> String {
         s if s < 86_400 => format!("{} h ago", s / 3_600),
         s if s < 30 * 86_400 => format!("{} d ago", s / 86_400),
         _ => then.date().to_string(),
+    }
+}
+
+/// A file size for people: `512 B`, `48.2 kB`, `2.4 MB`, `1.1 GB` (powers of 1000, as file
+/// managers and browsers show them).
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["kB", "MB", "GB", "TB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for next in UNITS {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = next;
+    }
+    if value < 10.0 {
+        format!("{value:.1} {unit}")
+    } else {
+        format!("{value:.0} {unit}")
+    }
+}
+
+/// A media duration for people, rounded to the second: `0:07`, `2:05`, `1:02:03`.
+pub fn format_duration_ms(ms: u64) -> String {
+    let secs = (ms + 500) / 1000;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}:{m:02}:{s:02}")
+    } else {
+        format!("{m}:{s:02}")
     }
 }
 
@@ -131,6 +168,27 @@ pub fn is_linkable(url: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sizes_read_like_a_file_manager() {
+        use super::format_bytes;
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(999), "999 B");
+        assert_eq!(format_bytes(48_213), "48 kB");
+        assert_eq!(format_bytes(2_400_000), "2.4 MB");
+        assert_eq!(format_bytes(1_100_000_000), "1.1 GB");
+        assert_eq!(format_bytes(u64::MAX), "18446744 TB");
+    }
+
+    #[test]
+    fn durations_read_like_a_player() {
+        use super::format_duration_ms;
+        assert_eq!(format_duration_ms(0), "0:00");
+        assert_eq!(format_duration_ms(7_400), "0:07");
+        assert_eq!(format_duration_ms(9_600), "0:10");
+        assert_eq!(format_duration_ms(125_000), "2:05");
+        assert_eq!(format_duration_ms(3_723_000), "1:02:03");
+    }
+
     use super::*;
     use time::macros::datetime;
     use time::Duration;

@@ -21,6 +21,10 @@ struct JobRow {
     created_at: OffsetDateTime,
     updated_at: OffsetDateTime,
     progress: Option<i16>,
+    output_duration_ms: Option<i64>,
+    output_size: Option<i64>,
+    output_width: Option<i32>,
+    output_height: Option<i32>,
     version: i64,
 }
 
@@ -41,6 +45,10 @@ impl TryFrom<JobRow> for Job {
             created_at: row.created_at,
             updated_at: row.updated_at,
             progress: row.progress.map(|p| p.clamp(0, 100) as u8),
+            output_duration_ms: row.output_duration_ms.and_then(|v| u64::try_from(v).ok()),
+            output_size: row.output_size.and_then(|v| u64::try_from(v).ok()),
+            output_width: row.output_width.and_then(|v| u32::try_from(v).ok()),
+            output_height: row.output_height.and_then(|v| u32::try_from(v).ok()),
             version: row.version,
         })
     }
@@ -48,7 +56,8 @@ impl TryFrom<JobRow> for Job {
 
 macro_rules! job_columns {
     () => {
-        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at, progress, version"
+        "id, input_url, kind, options, status, task_id, output_url, error, created_at, updated_at, progress, \
+         output_duration_ms, output_size, output_width, output_height, version"
     };
 }
 
@@ -162,6 +171,7 @@ pub async fn list_jobs_with_snapshot(
             jobs,
             next_before,
             position: Some(position),
+            sample_url: None,
         },
         snapshot,
     ))

@@ -75,6 +75,18 @@ pub async fn apply_report(
              output_url = case when $2 = 'succeeded' \
                  and reeltime_status_step($2) > reeltime_status_step(status) \
                  then coalesce($4, output_url) else output_url end, \
+             output_duration_ms = case when $2 = 'succeeded' \
+                 and reeltime_status_step($2) > reeltime_status_step(status) \
+                 then coalesce($7, output_duration_ms) else output_duration_ms end, \
+             output_size = case when $2 = 'succeeded' \
+                 and reeltime_status_step($2) > reeltime_status_step(status) \
+                 then coalesce($8, output_size) else output_size end, \
+             output_width = case when $2 = 'succeeded' \
+                 and reeltime_status_step($2) > reeltime_status_step(status) \
+                 then coalesce($9, output_width) else output_width end, \
+             output_height = case when $2 = 'succeeded' \
+                 and reeltime_status_step($2) > reeltime_status_step(status) \
+                 then coalesce($10, output_height) else output_height end, \
              error = case when $2 = 'failed' \
                  and reeltime_status_step($2) > reeltime_status_step(status) \
                  then coalesce($5, 'Ittybit reported that the job failed.') else error end, \
@@ -92,6 +104,15 @@ pub async fn apply_report(
     .bind(report.output_url.as_deref())
     .bind(report.error.as_deref())
     .bind(report.ittybit_id.as_deref())
+    .bind(
+        report
+            .output
+            .duration_ms
+            .and_then(|v| i64::try_from(v).ok()),
+    )
+    .bind(report.output.size.and_then(|v| i64::try_from(v).ok()))
+    .bind(report.output.width.and_then(|v| i32::try_from(v).ok()))
+    .bind(report.output.height.and_then(|v| i32::try_from(v).ok()))
     .fetch_optional(pool)
     .await?;
     let applied = match row {
@@ -423,6 +444,7 @@ pub async fn reconcile_once(
                     status: JobStatus::Failed,
                     progress: None,
                     output_url: None,
+                    output: reeltime::OutputFacts::default(),
                     error: Some("Ittybit no longer knows this job.".into()),
                 };
                 apply_report(pool, id, &report).await?;
