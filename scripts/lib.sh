@@ -108,6 +108,16 @@ ensure_postgres_binaries() {
   command -v psql >/dev/null || apt_install postgresql-client
 }
 
+ensure_ffmpeg() {
+  step "ffmpeg and ffprobe (the built-in processor)"
+  if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then
+    apt_install ffmpeg
+  fi
+  command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null ||
+    fail "no ffmpeg after installing" "Install ffmpeg (it includes ffprobe), or set ITTYBIT_API_KEY to use Ittybit."
+  note "$(ffmpeg -hide_banner -version | head -n 1)"
+}
+
 build_release() {
   step "Building the release (server and browser bundle)"
   note "a cold build takes about 5 minutes; later ones about 30 seconds"

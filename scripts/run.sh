@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_rust
 ensure_build_tools
 ensure_postgres_binaries
+ensure_ffmpeg
 build_release
 
 export LEPTOS_SITE_ROOT="${LEPTOS_SITE_ROOT:-$REPO/target/site}"

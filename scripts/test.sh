@@ -9,6 +9,7 @@ for component in rustfmt clippy; do
 done
 ensure_build_tools
 ensure_postgres_binaries
+ensure_ffmpeg
 
 step "Chromium and the browser-test packages"
 if ! command -v "${CHROMIUM_PATH:-/usr/bin/chromium}" >/dev/null; then

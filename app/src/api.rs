@@ -36,6 +36,16 @@ impl SubmitJobError {
     }
 }
 
+/// The sample clip the server offers (provided as context by the server).
+#[cfg(feature = "ssr")]
+#[derive(Clone, Debug)]
+pub struct SampleClip {
+    /// Where the processor fetches it.
+    pub url: String,
+    /// The file; it is offered once it exists.
+    pub path: std::path::PathBuf,
+}
+
 #[cfg(feature = "ssr")]
 fn pool() -> Option<sqlx::PgPool> {
     use_context::<sqlx::PgPool>()
@@ -70,10 +80,17 @@ pub async fn list_jobs(before: Option<String>) -> Result<JobPage, ServerFnError>
         .map(|b| b.parse::<reeltime::PageCursor>())
         .transpose()
         .map_err(|_| ServerFnError::new("That page link is not valid."))?;
-    crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
+    let mut page = crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "listing jobs failed");
             ServerFnError::new("The job list is unavailable right now.")
-        })
+        })?;
+    if let Some(sample) = use_context::<SampleClip>() {
+        // One stat of a local file: cheap enough not to need a blocking-task hop.
+        if sample.path.is_file() {
+            page.sample_url = Some(sample.url);
+        }
+    }
+    Ok(page)
 }

@@ -61,8 +61,9 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "ITTYBIT_API_KEY",
-        default: "(unset: jobs are not dispatched)",
-        help: "Ittybit API key; with it, pending jobs are sent to Ittybit.",
+        default: "(unset: the built-in processor)",
+        help: "Ittybit API key; with it, pending jobs are sent to Ittybit. Unset, they go to \
+               the built-in processor (ffmpeg) at <public url>/ittybit-local.",
     },
     Variable {
         name: "ITTYBIT_API_URL",
@@ -76,7 +77,7 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "ITTYBIT_WEBHOOK_SECRET",
-        default: "(unset: webhooks are refused)",
+        default: "(unset: refused, or random for the built-in processor)",
         help: "The secret Ittybit signs webhooks with (HMAC-SHA256).",
     },
     Variable {
@@ -105,6 +106,39 @@ pub const VARIABLES: &[Variable] = &[
         help: "A queued or processing job with no news for this long is read back from Ittybit.",
     },
     Variable {
+        name: "REELTIME_PROCESSOR",
+        default: "on",
+        help: "on: run the built-in processor when ITTYBIT_API_KEY is unset; off: never \
+               (jobs then stay pending until an instance that dispatches picks them up).",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_WORKERS",
+        default: "(the number of CPU cores)",
+        help: "Jobs the built-in processor runs at once; the rest wait in its queue.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_ALLOW_PRIVATE",
+        default: "false",
+        help: "true lets the built-in processor fetch inputs from private, loopback and \
+               link-local addresses (it fetches whatever URL people submit).",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_MAX_INPUT_MB",
+        default: "2048",
+        help: "Largest input the built-in processor downloads, in megabytes.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_MAX_DURATION_SECS",
+        default: "7200",
+        help: "Longest input the built-in processor accepts, in seconds.",
+    },
+    Variable {
+        name: "REELTIME_SAMPLE_CLIP",
+        default: "on",
+        help: "on: write a 10 s 1080p test clip into <data dir>/samples at start (once) and \
+               offer it on the empty dashboard; off: don't.",
+    },
+    Variable {
         name: "LEPTOS_SITE_ROOT",
         default: "target/site",
         help: "Folder holding the built browser bundle (pkg/) and public assets.",
@@ -130,6 +164,18 @@ pub struct IttybitSettings {
     pub reconcile_after: Duration,
 }
 
+/// The built-in processor's settings.
+#[derive(Clone, Debug)]
+pub struct LocalProcessorSettings {
+    /// Whether it runs when no API key is set.
+    pub enabled: bool,
+    pub workers: usize,
+    pub allow_private: bool,
+    pub max_input_bytes: u64,
+    pub max_duration: Duration,
+    pub sample_clip: bool,
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub host: IpAddr,
@@ -141,6 +187,7 @@ pub struct Settings {
     pub db_max_connections: u32,
     pub events_buffer: usize,
     pub ittybit: IttybitSettings,
+    pub processor: LocalProcessorSettings,
     pub change_retention: Duration,
     pub site_root: PathBuf,
     pub log_filter: String,
@@ -168,6 +215,7 @@ impl fmt::Debug for Settings {
                 "ittybit_webhook_secret",
                 &self.ittybit.webhook_secret.as_ref().map(|_| "[redacted]"),
             )
+            .field("processor", &self.processor)
             .field("change_retention", &self.change_retention)
             .field("site_root", &self.site_root)
             .finish()
@@ -235,6 +283,28 @@ impl Settings {
             lease: duration_secs("REELTIME_DISPATCH_LEASE_SECS")?,
             reconcile_after: duration_secs("REELTIME_RECONCILE_AFTER_SECS")?,
         };
+        let workers = match var("REELTIME_PROCESSOR_WORKERS") {
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            Some(n) => at_least_one(
+                "REELTIME_PROCESSOR_WORKERS",
+                parse("REELTIME_PROCESSOR_WORKERS", n, "a whole number")?,
+            )? as usize,
+        };
+        let processor = LocalProcessorSettings {
+            enabled: switch("REELTIME_PROCESSOR", value("REELTIME_PROCESSOR"))?,
+            workers,
+            allow_private: switch(
+                "REELTIME_PROCESSOR_ALLOW_PRIVATE",
+                value("REELTIME_PROCESSOR_ALLOW_PRIVATE"),
+            )?,
+            max_input_bytes: at_least_one(
+                "REELTIME_PROCESSOR_MAX_INPUT_MB",
+                whole("REELTIME_PROCESSOR_MAX_INPUT_MB")?,
+            )?
+            .saturating_mul(1024 * 1024),
+            max_duration: duration_secs("REELTIME_PROCESSOR_MAX_DURATION_SECS")?,
+            sample_clip: switch("REELTIME_SAMPLE_CLIP", value("REELTIME_SAMPLE_CLIP"))?,
+        };
         Ok(Settings {
             host: parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?,
             port: parse(
@@ -259,6 +329,7 @@ impl Settings {
                 "a whole number of seconds",
             )?),
             ittybit,
+            processor,
             site_root: value("LEPTOS_SITE_ROOT").into(),
             log_filter: value("RUST_LOG"),
         })
@@ -281,6 +352,18 @@ fn parse<T: std::str::FromStr>(
         name,
         problem: format!("{value:?} is not {expected}"),
     })
+}
+
+/// `on`/`off` (also `true`/`false`, `1`/`0`, `yes`/`no`).
+fn switch(name: &'static str, value: String) -> Result<bool, ConfigError> {
+    match value.to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError {
+            name,
+            problem: format!("{value:?} is not on or off"),
+        }),
+    }
 }
 
 fn at_least_one(name: &'static str, value: u64) -> Result<u64, ConfigError> {
@@ -345,6 +428,29 @@ mod tests {
         assert!(s.database_url.is_none());
         assert_eq!(s.data_dir, PathBuf::from(".reeltime"));
         assert_eq!(s.public_url_or(3000), "http://127.0.0.1:3000");
+        assert!(s.processor.enabled && s.processor.sample_clip);
+        assert!(!s.processor.allow_private);
+        assert!(s.processor.workers >= 1);
+        assert_eq!(s.processor.max_input_bytes, 2048 * 1024 * 1024);
+    }
+
+    #[test]
+    fn processor_switches_read_on_and_off() {
+        let s = settings(&[
+            ("REELTIME_PROCESSOR", "off"),
+            ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+            ("REELTIME_PROCESSOR_WORKERS", "3"),
+        ])
+        .unwrap();
+        assert!(!s.processor.enabled);
+        assert!(s.processor.allow_private);
+        assert_eq!(s.processor.workers, 3);
+        let err = settings(&[("REELTIME_PROCESSOR", "maybe")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_PROCESSOR");
+        let err = settings(&[("REELTIME_PROCESSOR_WORKERS", "0")])
+            .err()
+            .unwrap();
+        assert_eq!(err.name, "REELTIME_PROCESSOR_WORKERS");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use app::{shell, App};
@@ -19,7 +19,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
-use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::{CompressionLayer, DefaultPredicate};
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
@@ -30,8 +31,11 @@ use crate::config::Settings;
 use crate::dispatch::{self, DispatchSettings};
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use crate::ittybit::{IttybitClient, IttybitConfig};
+use crate::processor::webhook::RetryPolicy;
+use crate::processor::{random_secret, sample, Processor, ProcessorSettings, StartError, MOUNT};
 use crate::routes;
 use crate::routes::ittybit::CALLBACK_PATH;
+use app::api::SampleClip;
 
 /// Largest request body accepted anywhere (webhooks are the largest).
 pub const MAX_BODY_BYTES: usize = crate::routes::ittybit::MAX_CALLBACK_BYTES;
@@ -46,6 +50,10 @@ pub struct AppState {
     /// Verifies Ittybit's webhooks; without it every webhook is refused.
     pub webhook_secret: Option<secrecy::SecretString>,
     pub leptos_options: LeptosOptions,
+    /// The built-in processor, when it runs in this process (mounted at [`MOUNT`]).
+    pub processor: Option<Processor>,
+    /// The sample clip the empty dashboard offers.
+    pub sample: Option<SampleClip>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -66,6 +74,8 @@ pub enum StartupError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("could not set up the HTTP client: {0}")]
     HttpClient(reqwest::Error),
+    #[error("the built-in processor: {0}")]
+    Processor(#[from] StartError),
     #[error("could not listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -79,6 +89,7 @@ pub struct Application {
     router: Router,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
+    processor: Option<Processor>,
 }
 
 impl Application {
@@ -128,39 +139,121 @@ impl Application {
             stopping,
         );
         let public_url = settings.public_url_or(local.port());
-        match &settings.ittybit.api_key {
-            Some(api_key) => {
-                let client = IttybitClient::new(IttybitConfig {
-                    base_url: settings.ittybit.api_url.clone(),
-                    api_key: api_key.clone(),
-                    api_version: settings.ittybit.api_version.clone(),
+        // Where this process reaches itself: the listening address, loopback if it listens on
+        // every interface.
+        let loopback = match local.ip() {
+            ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let self_url = format!("http://{}", SocketAddr::new(loopback, local.port()));
+        let mut webhook_secret = settings.ittybit.webhook_secret.clone();
+        let mut processor = None;
+        let mut sample = None;
+        let ittybit = match &settings.ittybit.api_key {
+            Some(api_key) => Some(IttybitConfig {
+                base_url: settings.ittybit.api_url.clone(),
+                api_key: api_key.clone(),
+                api_version: settings.ittybit.api_version.clone(),
+                timeout: settings.ittybit.timeout,
+            }),
+            None if settings.processor.enabled => {
+                // The built-in processor, reached over HTTP like Ittybit, with a key and (unless
+                // one is configured) a webhook secret made up for this run.
+                let api_key = random_secret();
+                let secret = webhook_secret.get_or_insert_with(random_secret).clone();
+                let local_settings = &settings.processor;
+                let samples_dir = settings.data_dir.join("samples");
+                let trusted_prefixes = [&public_url, &self_url]
+                    .into_iter()
+                    .flat_map(|base| {
+                        [
+                            format!("{base}{}/", sample::PATH),
+                            format!("{base}{MOUNT}/files/"),
+                        ]
+                    })
+                    .collect();
+                processor = Some(
+                    Processor::start(
+                        pool.clone(),
+                        ProcessorSettings {
+                            workers: local_settings.workers,
+                            dir: settings.data_dir.join("processor"),
+                            files_url: format!("{public_url}{MOUNT}/files"),
+                            max_duration: local_settings.max_duration,
+                            allow_private: local_settings.allow_private,
+                            max_input_bytes: local_settings.max_input_bytes,
+                            fetch_timeout: Duration::from_secs(600),
+                            trusted_prefixes,
+                            webhook_retry: RetryPolicy {
+                                first_delay: Duration::from_secs(1),
+                                max_attempts: 10,
+                            },
+                            ffmpeg: "ffmpeg".into(),
+                            ffprobe: "ffprobe".into(),
+                        },
+                        api_key.clone(),
+                        secret,
+                        stop.subscribe(),
+                    )
+                    .await?,
+                );
+                if local_settings.sample_clip {
+                    let dir = samples_dir.clone();
+                    tokio::spawn(async move {
+                        match sample::ensure(&dir, "ffmpeg").await {
+                            Ok(path) => {
+                                tracing::info!(path = %path.display(), "the sample clip is ready")
+                            }
+                            Err(problem) => tracing::warn!(%problem, "no sample clip"),
+                        }
+                    });
+                    sample = Some(SampleClip {
+                        url: format!("{public_url}{}/{}", sample::PATH, sample::NAME),
+                        path: samples_dir.join(sample::NAME),
+                    });
+                }
+                tracing::info!(
+                    "ITTYBIT_API_KEY is not set: jobs go to the built-in processor at {self_url}{MOUNT}"
+                );
+                Some(IttybitConfig {
+                    base_url: format!("{self_url}{MOUNT}"),
+                    api_key,
+                    api_version: None,
                     timeout: settings.ittybit.timeout,
                 })
-                .map_err(StartupError::HttpClient)?;
-                dispatch::start(
-                    pool.clone(),
-                    client,
-                    DispatchSettings {
-                        webhook_url: format!("{public_url}{CALLBACK_PATH}"),
-                        max_attempts: settings.ittybit.max_attempts,
-                        backoff: settings.ittybit.backoff,
-                        lease: settings.ittybit.lease,
-                        reconcile_after: settings.ittybit.reconcile_after,
-                        concurrency: 8,
-                    },
-                    &feed,
-                    stop.subscribe(),
-                );
             }
             None => {
-                tracing::warn!("ITTYBIT_API_KEY is not set: jobs stay pending (not dispatched)")
+                tracing::warn!(
+                    "ITTYBIT_API_KEY is not set and REELTIME_PROCESSOR is off: jobs stay pending"
+                );
+                None
             }
+        };
+        if let Some(config) = ittybit {
+            let client = IttybitClient::new(config).map_err(StartupError::HttpClient)?;
+            dispatch::start(
+                pool.clone(),
+                client,
+                DispatchSettings {
+                    webhook_url: format!("{public_url}{CALLBACK_PATH}"),
+                    max_attempts: settings.ittybit.max_attempts,
+                    backoff: settings.ittybit.backoff,
+                    lease: settings.ittybit.lease,
+                    reconcile_after: settings.ittybit.reconcile_after,
+                    concurrency: 8,
+                },
+                &feed,
+                stop.subscribe(),
+            );
         }
         let router = router(AppState {
             pool: pool.clone(),
             feed,
-            webhook_secret: settings.ittybit.webhook_secret.clone(),
+            webhook_secret,
             leptos_options,
+            processor: processor.clone(),
+            sample,
         });
         Ok(Application {
             listener,
@@ -168,6 +261,7 @@ impl Application {
             router,
             pool,
             embedded,
+            processor,
         })
     }
 
@@ -177,6 +271,11 @@ impl Application {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The built-in processor, when it runs here.
+    pub fn processor(&self) -> Option<&Processor> {
+        self.processor.as_ref()
     }
 
     /// Serve until `shutdown` completes, let requests in flight finish, then close the pool
@@ -191,6 +290,7 @@ impl Application {
             router,
             pool,
             mut embedded,
+            processor: _,
         } = self;
         // On shutdown, end the event streams too: graceful shutdown waits for every
         // response to finish, and a live stream never would.
@@ -211,7 +311,13 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let leptos_options = state.leptos_options.clone();
     let pool = state.pool.clone();
-    let context = move || provide_context(pool.clone());
+    let sample = state.sample.clone();
+    let context = move || {
+        provide_context(pool.clone());
+        if let Some(sample) = &sample {
+            provide_context(sample.clone());
+        }
+    };
     let app_shell = {
         let options = leptos_options.clone();
         move || shell(options.clone())
@@ -248,10 +354,24 @@ pub fn router(state: AppState) -> Router {
             .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(CompressionLayer::new())
+        // Media is compressed already, and compressing it would break range requests.
+        .layer(CompressionLayer::new().compress_when(
+            DefaultPredicate::new()
+                .and(NotForContentType::const_new("video/"))
+                .and(NotForContentType::const_new("audio/")),
+        ))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
 
-    Router::new()
+    let mut routes = Router::new();
+    if let Some(processor) = state.processor.clone() {
+        routes = routes.nest(MOUNT, crate::processor::api::router(processor));
+    }
+    if let Some(sample) = &state.sample {
+        if let Some(dir) = sample.path.parent() {
+            routes = routes.nest_service(sample::PATH, ServeDir::new(dir));
+        }
+    }
+    routes
         .merge(routes::health::router())
         .merge(routes::jobs::router())
         .merge(routes::events::router())

@@ -24,6 +24,10 @@ pub struct TestApp {
     pub pool: PgPool,
     pub client: Client,
     pub db_name: String,
+    /// The built-in processor's API key, when it runs.
+    pub processor_key: Option<String>,
+    /// This instance's REELTIME_DATA_DIR, removed when the app is dropped.
+    pub data_dir: std::path::PathBuf,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     /// Only the first app on a database drops it.
     owns_database: bool,
@@ -72,6 +76,8 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     });
     let mut url = url::Url::parse(&admin_database_url()).unwrap();
     url.set_path(db_name);
+    let data_dir = std::env::temp_dir().join(format!("reeltime-test-{}", Uuid::new_v4().simple()));
+    let data_dir_text = data_dir.to_string_lossy().into_owned();
     let settings = Settings::from_lookup(|name| {
         if let Some((_, value)) = overrides.iter().find(|(k, _)| *k == name) {
             return Some(value.to_string());
@@ -80,6 +86,10 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
             "REELTIME_PORT" => Some("0".into()),
             "DATABASE_URL" => Some(url.to_string()),
             "REELTIME_DB_MAX_CONNECTIONS" => Some("6".into()),
+            "REELTIME_DATA_DIR" => Some(data_dir_text.clone()),
+            // Tests that want the built-in processor (or the sample clip) turn it on.
+            "REELTIME_PROCESSOR" => Some("off".into()),
+            "REELTIME_SAMPLE_CLIP" => Some("off".into()),
             _ => None,
         }
     })
@@ -87,6 +97,9 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     let app = Application::build(&settings).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let processor_key = app
+        .processor()
+        .map(|processor| secrecy::ExposeSecret::expose_secret(processor.api_key()).to_owned());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
@@ -100,6 +113,8 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
             .build()
             .unwrap(),
         db_name: db_name.to_owned(),
+        processor_key,
+        data_dir,
         stop: Some(stop),
         owns_database: false,
     }
@@ -154,6 +169,7 @@ impl TestApp {
 impl Drop for TestApp {
     /// Drop the test database, so test runs leave nothing behind.
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
         if !self.owns_database {
             return;
         }

@@ -7,3 +7,4 @@ mod helpers;
 mod ittybit;
 mod jobs;
 mod pages;
+mod processor;

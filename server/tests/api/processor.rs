@@ -1,0 +1,693 @@
+//! The built-in processor, with real ffmpeg on small generated clips: its API as the Ittybit
+//! contract describes it, the media it makes, its webhooks, and the whole pipeline from the
+//! dashboard's API to a finished job.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reeltime::signature;
+use serde_json::{json, Value};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+const SECRET: &str = "whsec-processor-tests";
+
+/// The processor on, fetching from the test's own (loopback) servers.
+async fn spawn_processor() -> TestApp {
+    spawn_app_with(&[
+        ("REELTIME_PROCESSOR", "on"),
+        ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+        ("ITTYBIT_WEBHOOK_SECRET", SECRET),
+    ])
+    .await
+}
+
+/// A 2 s, 640x360, 25 fps clip with a tone, made once per test run.
+fn clip() -> &'static [u8] {
+    static CLIP: OnceLock<Vec<u8>> = OnceLock::new();
+    CLIP.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!(
+            "reeltime-clip-{}.mp4",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let status = Command::new("ffmpeg")
+            .args([
+                "-nostdin",
+                "-y",
+                "-loglevel",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25:duration=2",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=frequency=440:sample_rate=48000:duration=2",
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-pix_fmt",
+                "yuv420p",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ])
+            .arg(&path)
+            .status()
+            .expect("ffmpeg is installed");
+        assert!(status.success(), "ffmpeg made the test clip");
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        bytes
+    })
+}
+
+/// A server holding the clip at `/clip.mp4` and some text at `/notes.txt`.
+async fn media_server() -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/clip.mp4"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "video/mp4")
+                .set_body_bytes(clip()),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/notes.txt"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "text/plain")
+                .set_body_string("Shopping list: eggs, milk. Definitely not a video.\n"),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
+impl TestApp {
+    fn processor_url(&self, path: &str) -> String {
+        self.url(&format!("/ittybit-local{path}"))
+    }
+
+    fn bearer(&self) -> String {
+        format!(
+            "Bearer {}",
+            self.processor_key.as_deref().expect("the processor runs")
+        )
+    }
+
+    /// `POST /ittybit-local/jobs`, returning the status and body.
+    async fn processor_create(&self, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.processor_url("/jobs"))
+            .header("authorization", self.bearer())
+            .json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    async fn processor_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.processor_url(path))
+            .header("authorization", self.bearer())
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// Reads a processor job until it is finished.
+    async fn processor_wait(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let (status, job) = self.processor_get(&format!("/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never finished: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reads a dashboard job until it is finished.
+    async fn dashboard_wait(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        loop {
+            let job = self.get_json(self.url(&format!("/api/jobs/{id}"))).await;
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "job {id} never finished: {job}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// What ffprobe says about a file.
+fn ffprobe(file: &Path) -> Value {
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe is installed");
+    assert!(
+        output.status.success(),
+        "ffprobe read {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// What a finished output must be.
+struct Expect {
+    codec: &'static str,
+    /// One of ffprobe's demuxer names for the container.
+    container: &'static str,
+    width: Option<u64>,
+}
+
+#[tokio::test]
+async fn every_kind_and_format_makes_the_file_its_options_describe() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let input = format!("{}/clip.mp4", media.uri());
+    let cases: Vec<(&str, Value, Expect)> = vec![
+        (
+            "video",
+            json!({"format": "mp4", "width": 320, "quality": "low"}),
+            Expect {
+                codec: "h264",
+                container: "mp4",
+                width: Some(320),
+            },
+        ),
+        (
+            "video",
+            json!({"format": "webm", "codec": "vp9", "width": 240, "quality": "very_low", "fps": 10}),
+            Expect {
+                codec: "vp9",
+                container: "webm",
+                width: Some(240),
+            },
+        ),
+        (
+            "video",
+            json!({"format": "mp4", "height": 120, "start": 0.5, "end": 1.5}),
+            Expect {
+                codec: "h264",
+                container: "mp4",
+                width: Some(214),
+            },
+        ),
+        (
+            "audio",
+            json!({"format": "mp3", "bitrate": "96k"}),
+            Expect {
+                codec: "mp3",
+                container: "mp3",
+                width: None,
+            },
+        ),
+        (
+            "audio",
+            json!({"format": "aac"}),
+            Expect {
+                codec: "aac",
+                container: "mp4",
+                width: None,
+            },
+        ),
+        (
+            "audio",
+            json!({"format": "opus", "start": 1}),
+            Expect {
+                codec: "opus",
+                container: "ogg",
+                width: None,
+            },
+        ),
+        (
+            "audio",
+            json!({"format": "wav"}),
+            Expect {
+                codec: "pcm_s16le",
+                container: "wav",
+                width: None,
+            },
+        ),
+        (
+            "audio",
+            json!({"format": "flac"}),
+            Expect {
+                codec: "flac",
+                container: "flac",
+                width: None,
+            },
+        ),
+        (
+            "image",
+            json!({"format": "jpeg", "width": 200, "start": 1}),
+            Expect {
+                codec: "mjpeg",
+                container: "",
+                width: Some(200),
+            },
+        ),
+        (
+            "image",
+            json!({"format": "png", "width": 160}),
+            Expect {
+                codec: "png",
+                container: "",
+                width: Some(160),
+            },
+        ),
+        (
+            "image",
+            json!({"format": "webp", "width": 128}),
+            Expect {
+                codec: "webp",
+                container: "webp_pipe",
+                width: Some(128),
+            },
+        ),
+        (
+            "animation",
+            json!({"format": "gif", "width": 160, "fps": 5}),
+            Expect {
+                codec: "gif",
+                container: "gif",
+                width: Some(160),
+            },
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (kind, options, _) in &cases {
+        let (status, job) = app
+            .processor_create(
+                &json!({"input": input, "kind": kind, "options": options}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{kind} {options}: {job}");
+        assert_eq!(job["status"], "queued");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let dir = tempdir();
+    for ((kind, options, expect), id) in cases.iter().zip(&ids) {
+        let job = app.processor_wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{kind} {options}: {job}");
+        assert_eq!(job["tasks"][0]["progress"], 100);
+        let url = job["output"].as_str().unwrap();
+        let file = job["tasks"][0]["output"].clone();
+        let response = app.client.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            file["content_type"].as_str().unwrap()
+        );
+        let bytes = response.bytes().await.unwrap();
+        assert_eq!(bytes.len() as u64, file["size"].as_u64().unwrap());
+        let local = dir.join(url.rsplit('/').next().unwrap());
+        std::fs::write(&local, &bytes).unwrap();
+
+        let probe = ffprobe(&local);
+        let stream = &probe["streams"][0];
+        assert_eq!(
+            stream["codec_name"], expect.codec,
+            "{kind} {options}: {probe}"
+        );
+        let container = probe["format"]["format_name"].as_str().unwrap();
+        assert!(
+            container.split(',').any(|name| name == expect.container)
+                || expect.container.is_empty(),
+            "{kind} {options}: container {container}"
+        );
+        if let Some(width) = expect.width {
+            assert_eq!(stream["width"], width, "{kind} {options}");
+            assert_eq!(file["width"], width, "the file object tells the width");
+            let height = stream["height"].as_u64().unwrap();
+            assert_eq!(height % 2, 0, "even sizes: {kind} {options}");
+        }
+        if *kind == "video" || *kind == "audio" {
+            let duration: f64 = probe["format"]["duration"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let wanted = match (options.get("start"), options.get("end")) {
+                (_, Some(end)) => end.as_f64().unwrap() - options["start"].as_f64().unwrap_or(0.0),
+                (Some(start), None) => 2.0 - start.as_f64().unwrap(),
+                (None, None) => 2.0,
+            };
+            assert!(
+                (duration - wanted).abs() < 0.25,
+                "{kind} {options}: {duration} s, wanted {wanted}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_animated_webp_is_an_animation() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let (status, job) = app
+        .processor_create(
+            &json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "animation",
+                    "options": {"format": "webp", "width": 96, "fps": 4}}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let bytes = app
+        .client
+        .get(job["output"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // A RIFF/WEBP file with an animation chunk (this ffmpeg's decoder cannot read them back).
+    assert_eq!(&bytes[0..4], b"RIFF");
+    assert_eq!(&bytes[8..12], b"WEBP");
+    assert!(bytes.windows(4).any(|w| w == b"ANIM"), "an ANIM chunk");
+    assert!(
+        bytes.windows(4).filter(|w| *w == b"ANMF").count() >= 4,
+        "several frames"
+    );
+}
+
+#[tokio::test]
+async fn text_input_fails_with_a_readable_reason() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let (_, job) = app
+        .processor_create(
+            &json!({"input": format!("{}/notes.txt", media.uri()), "kind": "video"}),
+            None,
+        )
+        .await;
+    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed");
+    let message = job["error"]["message"].as_str().unwrap();
+    assert!(message.contains("not a media file"), "{message}");
+    assert!(
+        !message.contains("notes.txt"),
+        "no URL in the reason: {message}"
+    );
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused() {
+    let app = spawn_app_with(&[("REELTIME_PROCESSOR", "on")]).await;
+    let media = media_server().await;
+
+    // An address typed as an IP: refused when the job is created.
+    let (status, body) = app
+        .processor_create(
+            &json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "video"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["kind"], "invalid_input");
+    assert!(
+        body["message"].as_str().unwrap().contains("private"),
+        "{body}"
+    );
+
+    // A name that resolves to one: refused when the processor fetches it, and the dashboard
+    // job fails with the reason.
+    let port = media.address().port();
+    let job = app
+        .create_job(json!({"input_url": format!("http://localhost:{port}/clip.mp4")}))
+        .await;
+    let job = app.dashboard_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let error = job["error"].as_str().unwrap();
+    assert!(error.contains("private, loopback or link-local"), "{error}");
+    assert!(
+        media.received_requests().await.unwrap().is_empty(),
+        "nothing was fetched"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_are_signed_and_a_failing_receiver_gets_the_result_again() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let receiver = MockServer::start().await;
+    // The first final report is refused; progress reports are accepted.
+    Mock::given(method("POST"))
+        .and(body_string_contains("\"status\":\"succeeded\""))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&receiver)
+        .await;
+    let (_, job) = app
+        .processor_create(
+            &json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "video",
+                    "options": {"width": 320}, "metadata": {"job_id": "x"},
+                    "webhook_url": format!("{}/hook", receiver.uri())}),
+            None,
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    app.processor_wait(&id).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let deliveries: Vec<Request> = loop {
+        let received = receiver.received_requests().await.unwrap();
+        let finals = received
+            .iter()
+            .filter(|r| body(r)["status"] == "succeeded")
+            .count();
+        if finals >= 2 {
+            break received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refused webhook was sent again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for delivery in &deliveries {
+        let header = delivery
+            .headers
+            .get(reeltime::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        assert!(
+            signature::verify(SECRET.as_bytes(), &delivery.body, header).is_ok(),
+            "every webhook verifies with the secret"
+        );
+        let job = body(delivery);
+        assert_eq!(job["id"], id.as_str());
+        assert_eq!(job["metadata"]["job_id"], "x", "metadata is echoed");
+    }
+    // A processing report came first, and the final ones are identical.
+    assert_eq!(body(&deliveries[0])["status"], "processing");
+    let finals: Vec<Value> = deliveries
+        .iter()
+        .map(body)
+        .filter(|b| b["status"] == "succeeded")
+        .collect();
+    assert_eq!(finals[0], finals[1]);
+}
+
+fn body(request: &Request) -> Value {
+    serde_json::from_slice(&request.body).unwrap()
+}
+
+#[tokio::test]
+async fn the_pipeline_runs_end_to_end_without_an_account() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let job = app
+        .create_job(json!({"input_url": format!("{}/clip.mp4", media.uri())}))
+        .await;
+    let job = app.dashboard_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["progress"], 100);
+    assert_eq!(job["output_width"], 1280);
+    assert_eq!(job["output_height"], 720);
+    let duration = job["output_duration_ms"].as_u64().unwrap();
+    assert!((1900..=2100).contains(&duration), "{duration} ms");
+    assert!(job["task_id"].as_str().unwrap().starts_with("job_"));
+
+    // The output is served with its type, and a range request gets just that range.
+    let url = job["output_url"].as_str().unwrap();
+    let response = app
+        .client
+        .get(url)
+        .header("range", "bytes=0-99")
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 206);
+    assert_eq!(response.headers()["content-type"], "video/mp4");
+    let total = job["output_size"].as_u64().unwrap();
+    assert_eq!(
+        response.headers()["content-range"],
+        format!("bytes 0-99/{total}").as_str()
+    );
+    assert!(response.headers().get("content-encoding").is_none());
+    assert_eq!(response.bytes().await.unwrap().len(), 100);
+
+    // The webhooks were verified and applied (the dispatcher's client never polled).
+    let verified: i64 = sqlx::query_scalar(
+        "select count(*) from webhook_deliveries where signature_ok and outcome = 'applied'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(verified >= 2, "{verified} applied webhooks");
+}
+
+#[tokio::test]
+async fn the_api_speaks_the_contract() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let input = format!("{}/notes.txt", media.uri());
+
+    // Auth.
+    let response = app
+        .client
+        .post(app.processor_url("/jobs"))
+        .header("authorization", "Bearer wrong")
+        .json(&json!({"input": input, "kind": "video"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["kind"], "unauthorized");
+
+    // Bad input, in the error shape.
+    for (bad, words) in [
+        (json!({"kind": "video"}), "input is required"),
+        (json!({"input": input, "kind": "hologram"}), "kind must be"),
+        (
+            json!({"input": "s3://bucket/key.mp4", "kind": "video"}),
+            "s3",
+        ),
+        (
+            json!({"input": input, "kind": "video", "options": {"format": "avi"}}),
+            "format",
+        ),
+        (
+            json!({"input": input, "kind": "adaptive_video"}),
+            "adaptive_video",
+        ),
+        (
+            json!({"input": input, "kind": "video", "webhook_url": "ftp://x"}),
+            "webhook_url",
+        ),
+    ] {
+        let (status, body) = app.processor_create(&bad, None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["kind"], "invalid_input");
+        assert!(
+            body["message"].as_str().unwrap().contains(words),
+            "{bad}: {body}"
+        );
+    }
+
+    // Idempotency: the same key returns the same job.
+    let request = json!({"input": input, "kind": "video"});
+    let (first_status, first) = app.processor_create(&request, Some("key-1")).await;
+    let (again_status, again) = app.processor_create(&request, Some("key-1")).await;
+    assert_eq!((first_status, again_status), (201, 201));
+    assert_eq!(first["id"], again["id"]);
+    let (_, other) = app.processor_create(&request, Some("key-2")).await;
+    assert_ne!(first["id"], other["id"]);
+    let (_, third) = app.processor_create(&request, None).await;
+
+    // Millisecond timestamps and the task object.
+    let created = first["created_at"].as_i64().unwrap();
+    assert!(created > 1_700_000_000_000, "{created} is in milliseconds");
+    assert_eq!(first["object"], "job");
+    assert_eq!(first["tasks"][0]["object"], "task");
+
+    // Unknown job.
+    let (status, body) = app.processor_get("/jobs/job_nope").await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (404, Some("job_not_found"))
+    );
+
+    // Cursor paging, newest first: third, other, first.
+    let (_, page) = app.processor_get("/jobs?limit=2").await;
+    let ids: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [third["id"].as_str().unwrap(), other["id"].as_str().unwrap()]
+    );
+    assert_eq!(page["has_more"], true);
+    let (_, rest) = app
+        .processor_get(&format!("/jobs?limit=2&after={}", ids[1]))
+        .await;
+    assert_eq!(rest["data"][0]["id"], first["id"]);
+    assert_eq!(rest["has_more"], false);
+    let (_, back) = app
+        .processor_get(&format!(
+            "/jobs?limit=5&before={}",
+            first["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(back["data"].as_array().unwrap().len(), 2);
+    assert_eq!(back["data"][0]["id"], third["id"]);
+    let (_, oldest) = app.processor_get("/jobs?limit=1&order=asc").await;
+    assert_eq!(oldest["data"][0]["id"], first["id"]);
+    let (status, _) = app.processor_get("/jobs?limit=0").await;
+    assert_eq!(status, 400);
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("reeltime-out-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
