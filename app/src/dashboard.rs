@@ -6,7 +6,8 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use leptos_router::hooks::use_query_map;
 use reeltime::{
-    is_linkable, relative_time, shorten_middle, FieldErrors, Job, JobStatus, JobSubmission, Preset,
+    format_bytes, format_duration_ms, is_linkable, relative_time, shorten_middle, FieldErrors, Job,
+    JobKind, JobStatus, JobSubmission, Preset,
 };
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -72,7 +73,9 @@ pub fn Dashboard() -> impl IntoView {
                                 let paged = before.get_untracked().is_some();
                                 let jobs = JobStore::new(&page, paged);
                                 store.set(Some(jobs));
-                                view! { <JobTable store=jobs next_before=page.next_before now paged live/> }.into_any()
+                                view! {
+                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url=page.sample_url/>
+                                }.into_any()
                             }
                             Err(err) => view! {
                                 <p class="alert" role="alert">{err.to_string()}</p>
@@ -186,6 +189,8 @@ fn JobTable(
     now: RwSignal<OffsetDateTime>,
     paged: bool,
     live: RwSignal<LiveState>,
+    submit: ServerAction<SubmitJob>,
+    sample_url: Option<String>,
 ) -> impl IntoView {
     // In the browser: follow the change feed from the position the page was read at.
     #[cfg(feature = "hydrate")]
@@ -206,8 +211,35 @@ fn JobTable(
     } else {
         "No jobs yet. Paste the URL of a video above and press Process."
     };
+    // A first-time visitor with no media at hand can watch a real job run on the sample clip.
+    let sample = sample_url.filter(|_| !paged).map(|url| {
+        let preset = Preset::DEFAULT.id();
+        let on_submit = {
+            let url = url.clone();
+            move |ev: SubmitEvent| {
+                ev.prevent_default();
+                submit.dispatch(SubmitJob {
+                    input_url: url.clone(),
+                    preset: Some(preset.to_owned()),
+                });
+            }
+        };
+        view! {
+            <form class="sample-form" method="post" action=SubmitJob::PATH on:submit=on_submit>
+                <input type="hidden" name="input_url" value=url/>
+                <input type="hidden" name="preset" value=preset/>
+                <button type="submit" class="secondary" disabled=move || submit.pending().get()>
+                    "Try a sample clip"
+                </button>
+                <span class="muted">" 10 s of test pattern at 1080p, made 1280 wide"</span>
+            </form>
+        }
+    });
     view! {
-        <p class="empty-state" hidden=move || !store.is_empty()>{empty_message}</p>
+        <div class="empty-state" hidden=move || !store.is_empty()>
+            <p>{empty_message}</p>
+            {sample}
+        </div>
         <table class="job-table" hidden=move || store.is_empty()>
             <thead>
                 <tr>
@@ -244,10 +276,8 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
     } else {
         view! { <span title=input_url.clone()>{short}</span> }.into_any()
     };
-    let output = move || {
-        job.with(|j| j.output_url.clone())
-            .filter(|url| is_linkable(url))
-    };
+    // Only what the output cell shows, so progress updates do not rebuild a player.
+    let output = Memo::new(move |_| job.with(OutputView::of));
     let error = move || job.with(|j| j.error.clone());
     view! {
         <tr class="job" data-job-id=id.to_string() data-status=status>
@@ -271,12 +301,72 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
                     {move || relative_time(created, now.get())}
                 </time>
             </td>
-            <td>
-                <a class="output-link" href=output rel="noopener noreferrer" target="_blank" hidden=move || output().is_none()>
-                    "Download"
-                </a>
-                <span class="muted" hidden=move || output().is_some()>"—"</span>
+            <td class="job-output">
+                {move || match output.get() {
+                    Some(out) => out.view().into_any(),
+                    None => view! { <span class="muted">"—"</span> }.into_any(),
+                }}
             </td>
         </tr>
+    }
+}
+
+/// A finished job's output as the row shows it.
+#[derive(Clone, Debug, PartialEq)]
+struct OutputView {
+    url: String,
+    kind: JobKind,
+    facts: Vec<String>,
+}
+
+impl OutputView {
+    /// The output of a succeeded job with a linkable URL.
+    fn of(job: &Job) -> Option<OutputView> {
+        let url = job
+            .output_url
+            .clone()
+            .filter(|url| job.status == JobStatus::Succeeded && is_linkable(url))?;
+        let mut facts = Vec::new();
+        if let (Some(w), Some(h)) = (job.output_width, job.output_height) {
+            facts.push(format!("{w}×{h}"));
+        }
+        if let Some(ms) = job.output_duration_ms.filter(|_| job.kind != JobKind::Image) {
+            facts.push(format_duration_ms(ms));
+        }
+        if let Some(bytes) = job.output_size {
+            facts.push(format_bytes(bytes));
+        }
+        Some(OutputView {
+            url,
+            kind: job.kind,
+            facts,
+        })
+    }
+
+    fn view(self) -> impl IntoView {
+        let OutputView { url, kind, facts } = self;
+        let preview = match kind {
+            JobKind::Video | JobKind::AdaptiveVideo => view! {
+                <video class="preview" src=url.clone() controls preload="metadata" playsinline></video>
+            }
+            .into_any(),
+            JobKind::Audio => {
+                view! { <audio class="preview" src=url.clone() controls preload="metadata"></audio> }
+                    .into_any()
+            }
+            JobKind::Image | JobKind::Animation => {
+                view! { <img class="preview" src=url.clone() alt="The output" loading="lazy"/> }
+                    .into_any()
+            }
+        };
+        view! {
+            {preview}
+            <p class="output-meta">
+                <a class="output-link" href=url rel="noopener noreferrer" target="_blank" download>
+                    "Download"
+                </a>
+                <span class="output-facts">{facts.join(" · ")}</span>
+            </p>
+        }
     }
 }
