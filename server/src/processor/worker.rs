@@ -28,6 +28,8 @@ pub const LEASE: Duration = Duration::from_secs(30);
 const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long ffprobe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Tries at downloading an input when the failures are worth retrying.
+const FETCH_ATTEMPTS: u32 = 3;
 /// How much of ffmpeg's stderr is kept for the error message.
 const STDERR_LIMIT: u64 = 64 * 1024;
 
@@ -132,11 +134,7 @@ impl Processor {
 
         let input = dirs.work.join(format!("{}.input", job.id));
         let _input_guard = RemoveOnDrop(input.clone());
-        self.inner
-            .fetcher
-            .download(&job.input, &input)
-            .await
-            .map_err(|err| err.to_string())?;
+        self.fetch(&job.input, &input).await?;
 
         let probe = self.probe(&input).await?;
         probe.check_kind(kind).map_err(|err| err.to_string())?;
@@ -178,6 +176,22 @@ impl Processor {
             "duration": facts.duration,
             "size": size,
         }))
+    }
+
+    /// Downloads the input, trying again after a network failure, a timeout or a 5xx.
+    async fn fetch(&self, url: &str, dest: &Path) -> Result<(), String> {
+        let mut attempt = 1;
+        loop {
+            match self.inner.fetcher.download(url, dest).await {
+                Ok(_) => return Ok(()),
+                Err(err) if err.is_retryable() && attempt < FETCH_ATTEMPTS => {
+                    tracing::info!(attempt, problem = %err, "fetching an input failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err.to_string()),
+            }
+        }
     }
 
     /// What ffprobe says about a local file.

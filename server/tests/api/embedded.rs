@@ -32,6 +32,8 @@ async fn start(data_dir: &Path) -> Running {
         .env("REELTIME_DATA_DIR", data_dir)
         .env("REELTIME_PORT", "0")
         .env("RUST_LOG", "warn")
+        // The processor starts as it does out of the box; the sample clip would only cost CPU.
+        .env("REELTIME_SAMPLE_CLIP", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -691,3 +691,88 @@ fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn an_input_server_that_fails_once_is_tried_again() {
+    let app = spawn_processor().await;
+    let media = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&media)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_bytes(clip()))
+        .with_priority(2)
+        .mount(&media)
+        .await;
+    let (_, job) = app
+        .processor_create(
+            &json!({"input": format!("{}/flaky.mp4", media.uri()), "kind": "audio",
+                    "options": {"format": "mp3"}}),
+            None,
+        )
+        .await;
+    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(media.received_requests().await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn with_one_worker_queued_jobs_wait_their_turn_in_order() {
+    let app = spawn_app_with(&[
+        ("REELTIME_PROCESSOR", "on"),
+        ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+        ("REELTIME_PROCESSOR_WORKERS", "1"),
+    ])
+    .await;
+    let media = media_server().await;
+    let mut ids = Vec::new();
+    for format in ["wav", "flac", "mp3"] {
+        let (_, job) = app
+            .processor_create(
+                &json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "audio",
+                        "options": {"format": format}}),
+                None,
+            )
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    let mut previous_finish = 0;
+    for id in &ids {
+        let job = app.processor_wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let started = job["started_at"].as_i64().unwrap();
+        assert!(
+            started >= previous_finish,
+            "{id} started before the one ahead of it finished"
+        );
+        previous_finish = job["finished_at"].as_i64().unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_job_whose_worker_died_is_processed_once_its_lease_runs_out() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    // As a crashed instance leaves it: processing, lease expired, no worker.
+    sqlx::query(
+        "insert into processor_jobs (id, kind, input, options, status, progress, started_at, \
+             lease_until, attempts) \
+         values ('job_crashed', 'audio', $1, '{\"format\": \"mp3\"}', 'processing', 40, \
+             now() - interval '1 minute', now() - interval '1 second', 1)",
+    )
+    .bind(format!("{}/clip.mp4", media.uri()))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let job = app.processor_wait("job_crashed").await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let attempts: i32 =
+        sqlx::query_scalar("select attempts from processor_jobs where id = 'job_crashed'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 2);
+}
