@@ -30,13 +30,23 @@ export function sql(databaseUrl, statement) {
 
 /**
  * Start `reeltime`; resolves once it serves. With `databaseUrl` it uses that database,
- * otherwise an embedded one in a fresh data directory.
+ * otherwise an embedded one in a fresh data directory. The built-in processor and the sample
+ * clip are off unless `env` turns them on, so jobs stay as the test leaves them.
  */
-export async function startServer({ dataDir, databaseUrl, port = 0 } = {}) {
+export async function startServer({ dataDir, databaseUrl, port = 0, env: extra = {} } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'reeltime-e2e-'));
   // When tests run as root the embedded cluster belongs to the postgres user: let it in.
   chmodSync(dir, 0o755);
-  const env = { ...process.env, REELTIME_PORT: String(port), REELTIME_DATA_DIR: dir, LEPTOS_SITE_ROOT: siteRoot, RUST_LOG: 'warn' };
+  const env = {
+    ...process.env,
+    REELTIME_PORT: String(port),
+    REELTIME_DATA_DIR: dir,
+    LEPTOS_SITE_ROOT: siteRoot,
+    RUST_LOG: 'warn',
+    REELTIME_PROCESSOR: 'off',
+    REELTIME_SAMPLE_CLIP: 'off',
+    ...extra,
+  };
   delete env.DATABASE_URL;
   if (databaseUrl) env.DATABASE_URL = databaseUrl;
   const child = spawn(binary, [], { env, stdio: ['ignore', 'pipe', 'inherit'] });

@@ -1,0 +1,99 @@
+// The whole pipeline with no Ittybit account: the sample clip, submitted from the empty
+// dashboard, runs through the built-in processor (real ffmpeg) while two tabs watch.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitHydrated, createDatabase } from './support.mjs';
+
+let database;
+let server;
+let browser;
+
+before(async () => {
+  database = createDatabase();
+  server = await startServer({
+    databaseUrl: database.url,
+    env: { REELTIME_PROCESSOR: 'on', REELTIME_SAMPLE_CLIP: 'on' },
+  });
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  database?.drop();
+});
+
+/** The server writes the sample clip at its first start; wait until it is served. */
+async function waitForSample() {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const response = await fetch(`${server.url}/samples/sample-1080p.mp4`, { method: 'HEAD' });
+    if (response.status === 200) return;
+    if (Date.now() > deadline) throw new Error(`no sample clip: HTTP ${response.status}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/** A tab on the dashboard that records every progress value its job rows show. */
+async function openDashboard() {
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(server.url);
+  await waitHydrated(page);
+  await page.waitForSelector('.live-indicator[data-state="live"]', { timeout: 10_000 });
+  await page.evaluate(() => {
+    window.progressSeen = [];
+    setInterval(() => {
+      const bar = document.querySelector('tr.job progress.job-progress');
+      if (bar && !bar.hidden) window.progressSeen.push(Number(bar.value));
+    }, 50);
+  });
+  return page;
+}
+
+test('the sample clip goes queued → processing → succeeded in two tabs, with a playable 1280-wide MP4', async () => {
+  await waitForSample();
+  const a = await openDashboard();
+  const b = await openDashboard();
+
+  // The empty dashboard offers the sample clip; one click submits it.
+  const sample = a.getByRole('button', { name: 'Try a sample clip' });
+  await sample.waitFor({ timeout: 5_000 });
+  await sample.click();
+  const row = a.locator('tr.job');
+  await row.waitFor({ timeout: 10_000 });
+  const id = await row.getAttribute('data-job-id');
+  assert.match(await row.locator('.job-input a').getAttribute('href'), /\/samples\/sample-1080p\.mp4$/);
+
+  for (const page of [a, b]) {
+    await page.waitForFunction(
+      (id) => document.querySelector(`tr[data-job-id="${id}"] .badge`)?.textContent === 'succeeded',
+      id,
+      { timeout: 180_000, polling: 100 },
+    );
+  }
+
+  for (const page of [a, b]) {
+    // The bar moved: several values between 0 and 100 were on screen while processing.
+    const seen = await page.evaluate(() => window.progressSeen);
+    const moving = new Set(seen.filter((v) => v > 0 && v < 100));
+    assert.ok(moving.size >= 2, `progress values seen: ${[...new Set(seen)].join(', ')}`);
+    assert.ok(seen.every((v, i) => i === 0 || v >= seen[i - 1]), 'progress never went back');
+
+    // The output plays: a <video> that loads a 1280-wide picture.
+    const video = page.locator(`tr[data-job-id="${id}"] video.preview`);
+    await video.waitFor({ timeout: 5_000 });
+    await page.waitForFunction(
+      (id) => document.querySelector(`tr[data-job-id="${id}"] video.preview`)?.readyState >= 1,
+      id,
+      { timeout: 15_000 },
+    );
+    assert.equal(await video.evaluate((v) => v.videoWidth), 1280);
+    assert.equal(await video.evaluate((v) => v.videoHeight), 720);
+    assert.ok(Math.abs((await video.evaluate((v) => v.duration)) - 10) < 0.2);
+
+    // Download link, duration and size beside it.
+    const meta = page.locator(`tr[data-job-id="${id}"] .output-meta`);
+    assert.equal(await meta.locator('a.output-link').getAttribute('href'), await video.getAttribute('src'));
+    assert.match(await meta.locator('.output-facts').textContent(), /^1280×720 · 0:10 · [\d.]+ (kB|MB)$/);
+  }
+});
