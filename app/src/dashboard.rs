@@ -330,7 +330,10 @@ impl OutputView {
         if let (Some(w), Some(h)) = (job.output_width, job.output_height) {
             facts.push(format!("{w}×{h}"));
         }
-        if let Some(ms) = job.output_duration_ms.filter(|_| job.kind != JobKind::Image) {
+        if let Some(ms) = job
+            .output_duration_ms
+            .filter(|_| job.kind != JobKind::Image)
+        {
             facts.push(format_duration_ms(ms));
         }
         if let Some(bytes) = job.output_size {
