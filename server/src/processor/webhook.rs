@@ -93,21 +93,43 @@ impl WebhookSender {
         let (reports, mut latest) = watch::channel::<Option<Report>>(None);
         let sender = self.clone();
         tokio::spawn(async move {
+            let mut last_progress: Option<Instant> = None;
             while latest.changed().await.is_ok() {
-                let Some(report) = latest.borrow_and_update().clone() else {
+                let Some(mut report) = latest.borrow_and_update().clone() else {
                     continue;
                 };
-                let started = Instant::now();
+                // Progress waits out the interval since the last one, but a final report that
+                // arrives meanwhile goes at once.
+                if let Some(sent) = last_progress.filter(|_| !report.last) {
+                    let pause = tokio::time::sleep(PROGRESS_EVERY.saturating_sub(sent.elapsed()));
+                    tokio::pin!(pause);
+                    loop {
+                        tokio::select! {
+                            _ = &mut pause => break,
+                            changed = latest.changed() => {
+                                if changed.is_err() {
+                                    break;
+                                }
+                                if let Some(newer) = latest.borrow_and_update().clone() {
+                                    report = newer;
+                                }
+                                if report.last {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
                 if report.last {
                     sender
                         .deliver_until_accepted(&job_id, &url, report.body)
                         .await;
                     return;
                 }
+                last_progress = Some(Instant::now());
                 if let Err(problem) = sender.deliver(&url, report.body).await {
                     tracing::debug!(job = %job_id, %problem, "a progress webhook was not accepted");
                 }
-                tokio::time::sleep(PROGRESS_EVERY.saturating_sub(started.elapsed())).await;
             }
         });
         JobWebhooks { reports }
@@ -152,6 +174,86 @@ impl WebhookSender {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+    /// Records when each webhook arrived, and its `n`.
+    #[derive(Clone, Default)]
+    struct Arrivals(Arc<Mutex<Vec<(Instant, Value)>>>);
+
+    impl Respond for Arrivals {
+        fn respond(&self, request: &Request) -> ResponseTemplate {
+            let body: Value = serde_json::from_slice(&request.body).unwrap_or_default();
+            self.0
+                .lock()
+                .unwrap()
+                .push((Instant::now(), body["n"].clone()));
+            ResponseTemplate::new(200)
+        }
+    }
+
+    async fn receiver() -> (MockServer, Arrivals) {
+        let server = MockServer::start().await;
+        let arrivals = Arrivals::default();
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(arrivals.clone())
+            .mount(&server)
+            .await;
+        (server, arrivals)
+    }
+
+    fn sender() -> WebhookSender {
+        let retry = RetryPolicy {
+            first_delay: Duration::from_millis(10),
+            max_attempts: 3,
+        };
+        WebhookSender::new(SecretString::from("s"), retry).unwrap()
+    }
+
+    async fn wait_for(arrivals: &Arrivals, count: usize) -> Vec<(Instant, Value)> {
+        for _ in 0..300 {
+            if arrivals.0.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        arrivals.0.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn progress_is_sent_at_most_every_interval_and_only_the_newest() {
+        let (server, arrivals) = receiver().await;
+        let hooks = sender().track("job_1".into(), format!("{}/hook", server.uri()));
+        for n in 1..=3 {
+            hooks.progress(&serde_json::json!({ "n": n }));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = wait_for(&arrivals, 2).await;
+        let numbers: Vec<&Value> = got.iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            numbers,
+            [&serde_json::json!(1), &serde_json::json!(3)],
+            "2 was superseded"
+        );
+        assert!(got[1].0 - got[0].0 >= PROGRESS_EVERY - Duration::from_millis(5));
+    }
+
+    #[tokio::test]
+    async fn the_final_report_does_not_wait_for_the_progress_interval() {
+        let (server, arrivals) = receiver().await;
+        let hooks = sender().track("job_1".into(), format!("{}/hook", server.uri()));
+        hooks.progress(&serde_json::json!({ "n": 1 }));
+        wait_for(&arrivals, 1).await;
+        hooks.progress(&serde_json::json!({ "n": 2 }));
+        let finished = Instant::now();
+        hooks.finish(&serde_json::json!({ "n": "final" }));
+        let got = wait_for(&arrivals, 2).await;
+        assert_eq!(got[1].1, "final", "2 was superseded by the final report");
+        assert!(
+            got[1].0 - finished < PROGRESS_EVERY / 2,
+            "the final report went at once, not after the interval"
+        );
+    }
 
     #[test]
     fn retries_back_off_exponentially_up_to_five_minutes() {
