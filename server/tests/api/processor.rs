@@ -129,6 +129,13 @@ impl TestApp {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
+    /// Creates a processor job and waits until it is finished.
+    async fn processor_run(&self, body: Value) -> Value {
+        let (status, job) = self.processor_create(&body, None).await;
+        assert_eq!(status, 201, "{body}: {job}");
+        self.processor_wait(job["id"].as_str().unwrap()).await
+    }
+
     /// Reads a processor job until it is finished.
     async fn processor_wait(&self, id: &str) -> Value {
         let deadline = Instant::now() + Duration::from_secs(240);
@@ -380,15 +387,12 @@ async fn every_kind_and_format_makes_the_file_its_options_describe() {
 async fn an_animated_webp_is_an_animation() {
     let app = spawn_processor().await;
     let media = media_server().await;
-    let (status, job) = app
-        .processor_create(
-            &json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "animation",
+    let job = app
+        .processor_run(
+            json!({"input": format!("{}/clip.mp4", media.uri()), "kind": "animation",
                     "options": {"format": "webp", "width": 96, "fps": 4}}),
-            None,
         )
         .await;
-    assert_eq!(status, 201, "{job}");
-    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let bytes = app
         .client
@@ -413,13 +417,9 @@ async fn an_animated_webp_is_an_animation() {
 async fn text_input_fails_with_a_readable_reason() {
     let app = spawn_processor().await;
     let media = media_server().await;
-    let (_, job) = app
-        .processor_create(
-            &json!({"input": format!("{}/notes.txt", media.uri()), "kind": "video"}),
-            None,
-        )
+    let job = app
+        .processor_run(json!({"input": format!("{}/notes.txt", media.uri()), "kind": "video"}))
         .await;
-    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "failed");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.contains("not a media file"), "{message}");
@@ -707,14 +707,12 @@ async fn an_input_server_that_fails_once_is_tried_again() {
         .with_priority(2)
         .mount(&media)
         .await;
-    let (_, job) = app
-        .processor_create(
-            &json!({"input": format!("{}/flaky.mp4", media.uri()), "kind": "audio",
+    let job = app
+        .processor_run(
+            json!({"input": format!("{}/flaky.mp4", media.uri()), "kind": "audio",
                     "options": {"format": "mp3"}}),
-            None,
         )
         .await;
-    let job = app.processor_wait(job["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(media.received_requests().await.unwrap().len(), 2);
 }
