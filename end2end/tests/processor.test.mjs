@@ -34,66 +34,81 @@ async function waitForSample() {
   }
 }
 
-/** A tab on the dashboard that records every progress value its job rows show. */
+/** A tab on the dashboard that records every progress value each job row shows. */
 async function openDashboard() {
   const page = await (await browser.newContext()).newPage();
   await page.goto(server.url);
   await waitHydrated(page);
   await page.waitForSelector('.live-indicator[data-state="live"]', { timeout: 10_000 });
   await page.evaluate(() => {
-    window.progressSeen = [];
+    window.progressSeen = {};
     setInterval(() => {
-      const bar = document.querySelector('tr.job progress.job-progress');
-      if (bar && !bar.hidden) window.progressSeen.push(Number(bar.value));
+      for (const row of document.querySelectorAll('tr.job')) {
+        const bar = row.querySelector('progress.job-progress');
+        if (bar && !bar.hidden) (window.progressSeen[row.dataset.jobId] ??= []).push(Number(bar.value));
+      }
     }, 50);
   });
   return page;
 }
 
-test('the sample clip goes queued → processing → succeeded in two tabs, with a playable 1280-wide MP4', async () => {
+test('the sample clip, submitted in two tabs, goes queued → processing → succeeded in both, with a playable 1280-wide MP4', async () => {
   await waitForSample();
   const a = await openDashboard();
   const b = await openDashboard();
 
-  // The empty dashboard offers the sample clip; one click submits it.
+  // Tab A: the empty dashboard offers the sample clip; one click submits it.
   const sample = a.getByRole('button', { name: 'Try a sample clip' });
   await sample.waitFor({ timeout: 5_000 });
   await sample.click();
-  const row = a.locator('tr.job');
-  await row.waitFor({ timeout: 10_000 });
-  const id = await row.getAttribute('data-job-id');
-  assert.match(await row.locator('.job-input a').getAttribute('href'), /\/samples\/sample-1080p\.mp4$/);
+  const first = a.locator('tr.job');
+  await first.waitFor({ timeout: 10_000 });
+  const sampleUrl = await first.locator('.job-input a').getAttribute('href');
+  assert.match(sampleUrl, /\/samples\/sample-1080p\.mp4$/);
+
+  // Tab B: the job appeared there live; submit the clip again through the form.
+  await b.locator(`tr[data-job-id="${await first.getAttribute('data-job-id')}"]`).waitFor({ timeout: 10_000 });
+  await b.fill('#input_url', sampleUrl);
+  await b.click('button[type="submit"]:has-text("Process")');
+  await b.locator('tr.job').nth(1).waitFor({ timeout: 10_000 });
+  const ids = await b.locator('tr.job').evaluateAll((rows) => rows.map((r) => r.dataset.jobId));
+  assert.equal(ids.length, 2);
 
   for (const page of [a, b]) {
-    await page.waitForFunction(
-      (id) => document.querySelector(`tr[data-job-id="${id}"] .badge`)?.textContent === 'succeeded',
-      id,
-      { timeout: 180_000, polling: 100 },
-    );
+    for (const id of ids) {
+      await page.waitForFunction(
+        (id) => document.querySelector(`tr[data-job-id="${id}"] .badge`)?.textContent === 'succeeded',
+        id,
+        { timeout: 180_000, polling: 100 },
+      );
+    }
   }
 
   for (const page of [a, b]) {
-    // The bar moved: several values between 0 and 100 were on screen while processing.
-    const seen = await page.evaluate(() => window.progressSeen);
-    const moving = new Set(seen.filter((v) => v > 0 && v < 100));
-    assert.ok(moving.size >= 2, `progress values seen: ${[...new Set(seen)].join(', ')}`);
-    assert.ok(seen.every((v, i) => i === 0 || v >= seen[i - 1]), 'progress never went back');
+    const seenByJob = await page.evaluate(() => window.progressSeen);
+    for (const id of ids) {
+      // The bar moved: several values between 0 and 100 were on screen while processing.
+      const seen = seenByJob[id] ?? [];
+      const moving = new Set(seen.filter((v) => v > 0 && v < 100));
+      assert.ok(moving.size >= 2, `job ${id}: progress values seen: ${[...new Set(seen)].join(', ')}`);
+      assert.ok(seen.every((v, i) => i === 0 || v >= seen[i - 1]), 'progress never went back');
 
-    // The output plays: a <video> that loads a 1280-wide picture.
-    const video = page.locator(`tr[data-job-id="${id}"] video.preview`);
-    await video.waitFor({ timeout: 5_000 });
-    await page.waitForFunction(
-      (id) => document.querySelector(`tr[data-job-id="${id}"] video.preview`)?.readyState >= 1,
-      id,
-      { timeout: 15_000 },
-    );
-    assert.equal(await video.evaluate((v) => v.videoWidth), 1280);
-    assert.equal(await video.evaluate((v) => v.videoHeight), 720);
-    assert.ok(Math.abs((await video.evaluate((v) => v.duration)) - 10) < 0.2);
+      // The output plays: a <video> that loads a 1280-wide picture.
+      const video = page.locator(`tr[data-job-id="${id}"] video.preview`);
+      await video.waitFor({ timeout: 5_000 });
+      await page.waitForFunction(
+        (id) => document.querySelector(`tr[data-job-id="${id}"] video.preview`)?.readyState >= 1,
+        id,
+        { timeout: 15_000 },
+      );
+      assert.equal(await video.evaluate((v) => v.videoWidth), 1280);
+      assert.equal(await video.evaluate((v) => v.videoHeight), 720);
+      assert.ok(Math.abs((await video.evaluate((v) => v.duration)) - 10) < 0.2);
 
-    // Download link, duration and size beside it.
-    const meta = page.locator(`tr[data-job-id="${id}"] .output-meta`);
-    assert.equal(await meta.locator('a.output-link').getAttribute('href'), await video.getAttribute('src'));
-    assert.match(await meta.locator('.output-facts').textContent(), /^1280×720 · 0:10 · [\d.]+ (kB|MB)$/);
+      // Download link, duration and size beside it.
+      const meta = page.locator(`tr[data-job-id="${id}"] .output-meta`);
+      assert.equal(await meta.locator('a.output-link').getAttribute('href'), await video.getAttribute('src'));
+      assert.match(await meta.locator('.output-facts').textContent(), /^1280×720 · 0:10 · [\d.]+ (kB|MB)$/);
+    }
   }
 });
