@@ -18,9 +18,11 @@ pub enum CallError {
         /// What a 429 (or 503) asked us to wait.
         retry_after: Option<Duration>,
     },
-    /// Ittybit refused the request; trying again would not help.
-    #[error("Ittybit refused the job: {message} ({kind}, HTTP {status})")]
+    /// The service refused the request; trying again would not help.
+    #[error("{service} refused the job: {message} ({kind}, HTTP {status})")]
     Permanent {
+        /// Who refused: `Ittybit` or `The built-in processor`.
+        service: &'static str,
         status: u16,
         kind: String,
         message: String,
@@ -30,6 +32,8 @@ pub enum CallError {
 /// Connection settings for [`IttybitClient`].
 #[derive(Clone)]
 pub struct IttybitConfig {
+    /// How messages name the service: `Ittybit`, or `The built-in processor`.
+    pub service: &'static str,
     pub base_url: String,
     pub api_key: SecretString,
     /// `Accept-Version`; the account default when unset.
@@ -39,6 +43,7 @@ pub struct IttybitConfig {
 
 #[derive(Clone)]
 pub struct IttybitClient {
+    service: &'static str,
     http: reqwest::Client,
     base_url: String,
     api_key: SecretString,
@@ -53,6 +58,7 @@ impl IttybitClient {
             .user_agent(concat!("reeltime/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(IttybitClient {
+            service: config.service,
             http,
             base_url: config.base_url.trim_end_matches('/').to_owned(),
             api_key: config.api_key,
@@ -91,7 +97,7 @@ impl IttybitClient {
             .json(request)
             .send()
             .await;
-        read_job(response).await
+        read_job(self.service, response).await
     }
 
     /// `GET /jobs/{id}`.
@@ -102,28 +108,34 @@ impl IttybitClient {
             .headers(self.headers())
             .send()
             .await;
-        read_job(response).await
+        read_job(self.service, response).await
     }
 }
 
-async fn read_job(response: Result<Response, reqwest::Error>) -> Result<IttybitJob, CallError> {
+async fn read_job(
+    service: &'static str,
+    response: Result<Response, reqwest::Error>,
+) -> Result<IttybitJob, CallError> {
     let response = response.map_err(|err| CallError::Transient {
         reason: if err.is_timeout() {
-            "Ittybit did not answer in time".to_owned()
+            format!("{service} did not answer in time")
         } else {
-            format!("could not reach Ittybit: {}", err.without_url())
+            format!("{service} could not be reached: {}", err.without_url())
         },
         retry_after: None,
     })?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
     let body = response.bytes().await.map_err(|err| CallError::Transient {
-        reason: format!("reading Ittybit's answer failed: {}", err.without_url()),
+        reason: format!(
+            "{service}'s answer could not be read: {}",
+            err.without_url()
+        ),
         retry_after: None,
     })?;
     if status.is_success() {
         return serde_json::from_slice::<IttybitJob>(&body).map_err(|err| CallError::Transient {
-            reason: format!("Ittybit's answer was not a job: {err}"),
+            reason: format!("{service}'s answer was not a job: {err}"),
             retry_after: None,
         });
     }
@@ -138,11 +150,12 @@ async fn read_job(response: Result<Response, reqwest::Error>) -> Result<IttybitJ
         || status == StatusCode::REQUEST_TIMEOUT
     {
         Err(CallError::Transient {
-            reason: format!("Ittybit answered HTTP {}: {message}", status.as_u16()),
+            reason: format!("{service} answered HTTP {}: {message}", status.as_u16()),
             retry_after,
         })
     } else {
         Err(CallError::Permanent {
+            service,
             status: status.as_u16(),
             kind: if error.kind.is_empty() {
                 "unknown".to_owned()

@@ -152,6 +152,7 @@ impl Application {
         let mut sample = None;
         let ittybit = match &settings.ittybit.api_key {
             Some(api_key) => Some(IttybitConfig {
+                service: "Ittybit",
                 base_url: settings.ittybit.api_url.clone(),
                 api_key: api_key.clone(),
                 api_version: settings.ittybit.api_version.clone(),
@@ -217,6 +218,7 @@ impl Application {
                     "ITTYBIT_API_KEY is not set: jobs go to the built-in processor at {self_url}{MOUNT}"
                 );
                 Some(IttybitConfig {
+                    service: "The built-in processor",
                     base_url: format!("{self_url}{MOUNT}"),
                     api_key,
                     api_version: None,

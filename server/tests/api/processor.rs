@@ -462,6 +462,19 @@ async fn private_addresses_are_refused() {
         media.received_requests().await.unwrap().is_empty(),
         "nothing was fetched"
     );
+
+    // Through the dashboard, an address typed as an IP fails the job with the refusal, naming
+    // the processor (not Ittybit, which this user may never have heard of).
+    let job = app
+        .create_job(json!({"input_url": "http://10.0.0.5/private.mp4"}))
+        .await;
+    let job = app.dashboard_wait(job["id"].as_str().unwrap()).await;
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("The built-in processor refused the job: "),
+        "{error}"
+    );
+    assert!(error.contains("private, loopback or link-local"), "{error}");
 }
 
 #[tokio::test]
