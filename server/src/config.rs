@@ -63,7 +63,7 @@ pub const VARIABLES: &[Variable] = &[
         name: "ITTYBIT_API_KEY",
         default: "(unset: the built-in processor)",
         help: "Ittybit API key; with it, pending jobs are sent to Ittybit. Unset, they go to \
-               the built-in processor (ffmpeg) at <public url>/ittybit-local.",
+               the built-in processor (ffmpeg), served by this server at /ittybit-local.",
     },
     Variable {
         name: "ITTYBIT_API_URL",
