@@ -483,6 +483,19 @@ mod tests {
         JOB.parse().unwrap()
     }
 
+    /// Job `job_abc123` reported done with `out.mp4`, as every shape says it.
+    fn succeeded_abc123() -> Normalized {
+        Normalized {
+            ittybit_id: Some("job_abc123".into()),
+            job_id: Some(job_id()),
+            status: Succeeded,
+            progress: Some(100),
+            output_url: Some("https://cdn.example.com/out.mp4".into()),
+            output: OutputFacts::default(),
+            error: None,
+        }
+    }
+
     fn normalize(value: Value) -> Normalized {
         normalize_webhook(value.to_string().as_bytes()).unwrap()
     }
@@ -691,18 +704,7 @@ mod tests {
             "tasks": [{ "id": "task_001", "status": "succeeded", "progress": 100 }],
             "created_at": 1711900000000_i64, "finished_at": 1711900060000_i64
         }));
-        assert_eq!(
-            n,
-            Normalized {
-                ittybit_id: Some("job_abc123".into()),
-                job_id: Some(job_id()),
-                status: Succeeded,
-                progress: Some(100),
-                output_url: Some("https://cdn.example.com/out.mp4".into()),
-                output: OutputFacts::default(),
-                error: None,
-            }
-        );
+        assert_eq!(n, succeeded_abc123());
     }
 
     #[test]
@@ -741,18 +743,7 @@ mod tests {
             },
             "created_at": 1711900060000_i64
         }));
-        assert_eq!(
-            n,
-            Normalized {
-                ittybit_id: Some("job_abc123".into()),
-                job_id: Some(job_id()),
-                status: Succeeded,
-                progress: Some(100),
-                output_url: Some("https://cdn.example.com/out.mp4".into()),
-                output: OutputFacts::default(),
-                error: None,
-            }
-        );
+        assert_eq!(n, succeeded_abc123());
     }
 
     #[test]

@@ -42,8 +42,10 @@ impl SubmitJobError {
 pub struct SampleClip {
     /// Where the processor fetches it.
     pub url: String,
-    /// The file; it is offered once it exists.
-    pub path: std::path::PathBuf,
+    /// The folder it is served from.
+    pub dir: std::path::PathBuf,
+    /// Set once the file has been written; it is offered from then on.
+    pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[cfg(feature = "ssr")]
@@ -80,16 +82,19 @@ pub async fn list_jobs(before: Option<String>) -> Result<JobPage, ServerFnError>
         .map(|b| b.parse::<reeltime::PageCursor>())
         .transpose()
         .map_err(|_| ServerFnError::new("That page link is not valid."))?;
+    let page_is_first = before.is_none();
     let mut page = crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "listing jobs failed");
             ServerFnError::new("The job list is unavailable right now.")
         })?;
-    if let Some(sample) = use_context::<SampleClip>() {
-        // One stat of a local file: cheap enough not to need a blocking-task hop.
-        if sample.path.is_file() {
-            page.sample_url = Some(sample.url);
+    // Offered on the first page only: that is where the empty dashboard shows it.
+    if page_is_first {
+        if let Some(sample) = use_context::<SampleClip>() {
+            if sample.ready.load(std::sync::atomic::Ordering::Relaxed) {
+                page.sample_url = Some(sample.url);
+            }
         }
     }
     Ok(page)

@@ -31,8 +31,7 @@ use crate::config::Settings;
 use crate::dispatch::{self, DispatchSettings};
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use crate::ittybit::{IttybitClient, IttybitConfig};
-use crate::processor::webhook::RetryPolicy;
-use crate::processor::{random_secret, sample, Processor, ProcessorSettings, StartError, MOUNT};
+use crate::processor::{sample, Processor, StartError, MOUNT};
 use crate::routes;
 use crate::routes::ittybit::CALLBACK_PATH;
 use app::api::SampleClip;
@@ -159,71 +158,18 @@ impl Application {
                 timeout: settings.ittybit.timeout,
             }),
             None if settings.processor.enabled => {
-                // The built-in processor, reached over HTTP like Ittybit, with a key and (unless
-                // one is configured) a webhook secret made up for this run.
-                let api_key = random_secret();
-                let secret = webhook_secret.get_or_insert_with(random_secret).clone();
-                let local_settings = &settings.processor;
-                let samples_dir = settings.data_dir.join("samples");
-                let trusted_prefixes = [&public_url, &self_url]
-                    .into_iter()
-                    .flat_map(|base| {
-                        [
-                            format!("{base}{}/", sample::PATH),
-                            format!("{base}{MOUNT}/files/"),
-                        ]
-                    })
-                    .collect();
-                processor = Some(
-                    Processor::start(
-                        pool.clone(),
-                        ProcessorSettings {
-                            workers: local_settings.workers,
-                            dir: settings.data_dir.join("processor"),
-                            files_url: format!("{public_url}{MOUNT}/files"),
-                            max_duration: local_settings.max_duration,
-                            allow_private: local_settings.allow_private,
-                            max_input_bytes: local_settings.max_input_bytes,
-                            fetch_timeout: Duration::from_secs(600),
-                            trusted_prefixes,
-                            webhook_retry: RetryPolicy {
-                                first_delay: Duration::from_secs(1),
-                                max_attempts: 10,
-                            },
-                            ffmpeg: "ffmpeg".into(),
-                            ffprobe: "ffprobe".into(),
-                        },
-                        api_key.clone(),
-                        secret,
-                        stop.subscribe(),
-                    )
-                    .await?,
-                );
-                if local_settings.sample_clip {
-                    let dir = samples_dir.clone();
-                    tokio::spawn(async move {
-                        match sample::ensure(&dir, "ffmpeg").await {
-                            Ok(path) => {
-                                tracing::info!(path = %path.display(), "the sample clip is ready")
-                            }
-                            Err(problem) => tracing::warn!(%problem, "no sample clip"),
-                        }
-                    });
-                    sample = Some(SampleClip {
-                        url: format!("{public_url}{}/{}", sample::PATH, sample::NAME),
-                        path: samples_dir.join(sample::NAME),
-                    });
-                }
-                tracing::info!(
-                    "ITTYBIT_API_KEY is not set: jobs go to the built-in processor at {self_url}{MOUNT}"
-                );
-                Some(IttybitConfig {
-                    service: "The built-in processor",
-                    base_url: format!("{self_url}{MOUNT}"),
-                    api_key,
-                    api_version: None,
-                    timeout: settings.ittybit.timeout,
-                })
+                let local = crate::processor::start_local(
+                    pool.clone(),
+                    settings,
+                    &public_url,
+                    &self_url,
+                    stop.subscribe(),
+                )
+                .await?;
+                webhook_secret = Some(local.webhook_secret);
+                processor = Some(local.processor);
+                sample = local.sample;
+                Some(local.client)
             }
             None => {
                 tracing::warn!(
@@ -369,9 +315,7 @@ pub fn router(state: AppState) -> Router {
         routes = routes.nest(MOUNT, crate::processor::api::router(processor));
     }
     if let Some(sample) = &state.sample {
-        if let Some(dir) = sample.path.parent() {
-            routes = routes.nest_service(sample::PATH, ServeDir::new(dir));
-        }
+        routes = routes.nest_service(sample::PATH, ServeDir::new(&sample.dir));
     }
     routes
         .merge(routes::health::router())

@@ -532,6 +532,16 @@ mod tests {
         Fetcher::new(settings(allow_private)).unwrap()
     }
 
+    /// A server answering every GET with `response`.
+    async fn serving(response: ResponseTemplate) -> MockServer {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        server
+    }
+
     fn temp_path() -> PathBuf {
         std::env::temp_dir().join(format!("reeltime-fetch-test-{}", uuid::Uuid::new_v4()))
     }
@@ -776,11 +786,7 @@ mod tests {
 
     #[tokio::test]
     async fn download_reports_the_status_and_leaves_no_file() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ResponseTemplate::new(404))
-            .mount(&server)
-            .await;
+        let server = serving(ResponseTemplate::new(404)).await;
         let dest = temp_path();
         let err = fetcher(true)
             .download(&format!("{}/missing.mp4", server.uri()), &dest)
@@ -861,11 +867,7 @@ mod tests {
 
     #[tokio::test]
     async fn download_refuses_names_that_resolve_to_loopback() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .respond_with(ResponseTemplate::new(200).set_body_bytes(b"secret".to_vec()))
-            .mount(&server)
-            .await;
+        let server = serving(ResponseTemplate::new(200).set_body_bytes(b"secret".to_vec())).await;
         let port = server.address().port();
         let dest = temp_path();
         let err = fetcher(false)
@@ -916,12 +918,7 @@ mod tests {
 
     #[tokio::test]
     async fn download_gives_up_after_too_many_redirects() {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path("/loop"))
-            .respond_with(ResponseTemplate::new(302).insert_header("Location", "/loop"))
-            .mount(&server)
-            .await;
+        let server = serving(ResponseTemplate::new(302).insert_header("Location", "/loop")).await;
         let dest = temp_path();
         let err = fetcher(true)
             .download(&format!("{}/loop", server.uri()), &dest)

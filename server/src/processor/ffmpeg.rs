@@ -814,6 +814,12 @@ pub fn ffmpeg_args(options: &MediaOptions, input: &str, output: &Path) -> Vec<St
     args
 }
 
+/// A local file as an ffmpeg or ffprobe argument: prefixed with `file:`, so a path can never be
+/// read as another protocol (`http://…`, `concat:…`).
+pub fn file_arg(path: &Path) -> String {
+    format!("file:{}", path.to_string_lossy())
+}
+
 /// The file extension (without a dot) for the output `options` describe. AAC is written in an
 /// MP4 audio container (`m4a`), Opus in Ogg (`opus`).
 pub fn output_extension(options: &MediaOptions) -> &'static str {
@@ -933,6 +939,18 @@ impl ProgressParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_files_are_never_read_as_another_protocol() {
+        assert_eq!(
+            file_arg(Path::new("http://evil/x.mp4")),
+            "file:http://evil/x.mp4"
+        );
+        assert_eq!(
+            file_arg(Path::new("/data/job.input")),
+            "file:/data/job.input"
+        );
+    }
     use serde_json::json;
 
     const BASE: &str = "-nostdin -y -hide_banner -loglevel error -progress pipe:1 -nostats";

@@ -32,13 +32,12 @@ use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-pub use ffmpeg::{
-    content_type, ffmpeg_args, output_extension, MediaOptions, OptionsError, Output, ProgressParser,
-};
-pub use probe::{failure_reason, ffprobe_args, parse_probe, Probe, ProbeError};
-
+use app::api::SampleClip;
 use fetch::{FetchSettings, Fetcher};
 use webhook::{RetryPolicy, WebhookSender};
+
+use crate::config::Settings;
+use crate::ittybit::IttybitConfig;
 
 /// Where the processor's API is mounted on the app's listener.
 pub const MOUNT: &str = "/ittybit-local";
@@ -96,6 +95,91 @@ pub enum StartError {
     },
     #[error("could not set up an HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+}
+
+/// The built-in processor as a server runs it in Ittybit's place.
+pub struct Local {
+    pub processor: Processor,
+    /// How the server's Ittybit client reaches it.
+    pub client: IttybitConfig,
+    /// What its webhooks are signed with.
+    pub webhook_secret: SecretString,
+    /// The sample clip, unless `REELTIME_SAMPLE_CLIP=off`.
+    pub sample: Option<SampleClip>,
+}
+
+/// Start the built-in processor for a server that people reach at `public_url` and that
+/// reaches itself at `self_url`. It gets a key made up for this run and signs with
+/// `ITTYBIT_WEBHOOK_SECRET`, or with a secret made up too.
+pub async fn start_local(
+    pool: PgPool,
+    settings: &Settings,
+    public_url: &str,
+    self_url: &str,
+    stopping: watch::Receiver<bool>,
+) -> Result<Local, StartError> {
+    let api_key = random_secret();
+    let webhook_secret = settings
+        .ittybit
+        .webhook_secret
+        .clone()
+        .unwrap_or_else(random_secret);
+    // The app's own files: the sample clip and earlier outputs.
+    let trusted_prefixes = [public_url, self_url]
+        .into_iter()
+        .flat_map(|base| {
+            [
+                format!("{base}{}/", sample::PATH),
+                format!("{base}{MOUNT}/files/"),
+            ]
+        })
+        .collect();
+    let local = &settings.processor;
+    let processor = Processor::start(
+        pool,
+        ProcessorSettings {
+            workers: local.workers,
+            dir: settings.data_dir.join("processor"),
+            files_url: format!("{public_url}{MOUNT}/files"),
+            max_duration: local.max_duration,
+            allow_private: local.allow_private,
+            max_input_bytes: local.max_input_bytes,
+            fetch_timeout: Duration::from_secs(600),
+            trusted_prefixes,
+            webhook_retry: RetryPolicy {
+                first_delay: Duration::from_secs(1),
+                max_attempts: 10,
+            },
+            ffmpeg: "ffmpeg".into(),
+            ffprobe: "ffprobe".into(),
+        },
+        api_key.clone(),
+        webhook_secret.clone(),
+        stopping,
+    )
+    .await?;
+    let sample = local.sample_clip.then(|| {
+        sample::offer(
+            settings.data_dir.join("samples"),
+            public_url,
+            processor.inner.settings.ffmpeg.clone(),
+        )
+    });
+    tracing::info!(
+        "ITTYBIT_API_KEY is not set: jobs go to the built-in processor at {self_url}{MOUNT}"
+    );
+    Ok(Local {
+        processor,
+        client: IttybitConfig {
+            service: "The built-in processor",
+            base_url: format!("{self_url}{MOUNT}"),
+            api_key,
+            api_version: None,
+            timeout: settings.ittybit.timeout,
+        },
+        webhook_secret,
+        sample,
+    })
 }
 
 /// A random secret: 256 bits from the OS, as hex.
@@ -184,7 +268,7 @@ mod tests {
     #[test]
     fn every_dashboard_preset_is_something_the_processor_does() {
         for preset in Preset::ALL {
-            let options = MediaOptions::parse(preset.kind(), &preset.options());
+            let options = ffmpeg::MediaOptions::parse(preset.kind(), &preset.options());
             assert!(options.is_ok(), "{}: {:?}", preset.id(), options.err());
         }
     }

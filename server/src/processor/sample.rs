@@ -3,8 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use app::api::SampleClip;
 
 use tokio::process::Command;
+
+use super::ffmpeg::file_arg;
 
 /// Where the app serves the files of the samples directory.
 pub const PATH: &str = "/samples";
@@ -43,7 +49,7 @@ pub fn args(output: &Path) -> Vec<String> {
     ]
     .iter()
     .map(|arg| arg.to_string())
-    .chain([format!("file:{}", output.to_string_lossy())])
+    .chain([file_arg(output)])
     .collect()
 }
 
@@ -75,4 +81,25 @@ pub async fn ensure(dir: &Path, ffmpeg: &str) -> Result<PathBuf, String> {
         .await
         .map_err(|err| format!("could not keep the sample clip: {err}"))?;
     Ok(path)
+}
+
+/// Writes the clip into `dir` in the background (once) and returns the clip as the dashboard
+/// offers it: at `<public_url>/samples/<NAME>`, ready once written.
+pub fn offer(dir: PathBuf, public_url: &str, ffmpeg: String) -> SampleClip {
+    let clip = SampleClip {
+        url: format!("{public_url}{PATH}/{NAME}"),
+        dir: dir.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    let ready = clip.ready.clone();
+    tokio::spawn(async move {
+        match ensure(&dir, &ffmpeg).await {
+            Ok(path) => {
+                ready.store(true, Ordering::Relaxed);
+                tracing::info!(path = %path.display(), "the sample clip is ready");
+            }
+            Err(problem) => tracing::warn!(%problem, "no sample clip"),
+        }
+    });
+    clip
 }

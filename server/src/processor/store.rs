@@ -53,10 +53,6 @@ fn millis(t: OffsetDateTime) -> i64 {
 }
 
 impl ProcessorJob {
-    pub fn is_terminal(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
-    }
-
     /// The task's id: one task per job, named after it.
     fn task_id(&self) -> String {
         format!(
@@ -110,7 +106,7 @@ impl ProcessorJob {
 }
 
 /// A new job id: `job_` and 32 random hex digits.
-pub fn new_id() -> String {
+fn new_id() -> String {
     format!("job_{}", Uuid::new_v4().simple())
 }
 

@@ -73,6 +73,35 @@ impl JobWebhooks {
     }
 }
 
+/// The next report to send, `None` once the job's handle is gone and nothing is left. A
+/// progress report is held until [`PROGRESS_EVERY`] after the last one sent, taking newer
+/// reports meanwhile; a final report goes at once.
+async fn next_report(
+    latest: &mut watch::Receiver<Option<Report>>,
+    last_progress: Option<Instant>,
+) -> Option<Report> {
+    latest.changed().await.ok()?;
+    let mut report = latest.borrow_and_update().clone()?;
+    if let Some(sent) = last_progress {
+        let pause = tokio::time::sleep_until((sent + PROGRESS_EVERY).into());
+        tokio::pin!(pause);
+        while !report.last {
+            tokio::select! {
+                _ = &mut pause => break,
+                changed = latest.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    if let Some(newer) = latest.borrow_and_update().clone() {
+                        report = newer;
+                    }
+                }
+            }
+        }
+    }
+    Some(report)
+}
+
 impl WebhookSender {
     pub fn new(secret: SecretString, retry: RetryPolicy) -> Result<WebhookSender, reqwest::Error> {
         let http = reqwest::Client::builder()
@@ -93,33 +122,8 @@ impl WebhookSender {
         let (reports, mut latest) = watch::channel::<Option<Report>>(None);
         let sender = self.clone();
         tokio::spawn(async move {
-            let mut last_progress: Option<Instant> = None;
-            while latest.changed().await.is_ok() {
-                let Some(mut report) = latest.borrow_and_update().clone() else {
-                    continue;
-                };
-                // Progress waits out the interval since the last one, but a final report that
-                // arrives meanwhile goes at once.
-                if let Some(sent) = last_progress.filter(|_| !report.last) {
-                    let pause = tokio::time::sleep(PROGRESS_EVERY.saturating_sub(sent.elapsed()));
-                    tokio::pin!(pause);
-                    loop {
-                        tokio::select! {
-                            _ = &mut pause => break,
-                            changed = latest.changed() => {
-                                if changed.is_err() {
-                                    break;
-                                }
-                                if let Some(newer) = latest.borrow_and_update().clone() {
-                                    report = newer;
-                                }
-                                if report.last {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
+            let mut last_progress = None;
+            while let Some(report) = next_report(&mut latest, last_progress).await {
                 if report.last {
                     sender
                         .deliver_until_accepted(&job_id, &url, report.body)

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use reeltime::signature;
 use serde_json::{json, Value};
+use server::processor::ffmpeg::file_arg;
+use server::processor::probe::ffprobe_args;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
@@ -173,15 +175,7 @@ impl TestApp {
 /// What ffprobe says about a file.
 fn ffprobe(file: &Path) -> Value {
     let output = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-print_format",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
-        .arg(file)
+        .args(ffprobe_args(&file_arg(file)))
         .output()
         .expect("ffprobe is installed");
     assert!(
