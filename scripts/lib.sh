@@ -8,7 +8,11 @@ TOOLS="$REPO/.tools"
 CARGO_LEPTOS_VERSION="0.3.10"
 WASM_BINDGEN_VERSION="0.2.130"
 BINARYEN_VERSION="132.0.0"
+SQLX_CLI_VERSION="0.9.0"
 export PATH="$TOOLS/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
+# The SQL is checked at compile time against the committed .sqlx/ data, so no database is
+# needed to build (see app/src/db/mod.rs).
+export SQLX_OFFLINE=true
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -81,6 +85,18 @@ ensure_build_tools() {
       fail "npm install binaryen failed" "Check that npm can reach its registry."
   fi
   note "$(wasm-opt --version)"
+}
+
+ensure_sqlx_cli() {
+  step "sqlx-cli $SQLX_CLI_VERSION (checks that .sqlx/ matches the queries)"
+  if [ "$(sqlx --version 2>/dev/null | awk '{print $2}')" != "$SQLX_CLI_VERSION" ]; then
+    note "building sqlx-cli $SQLX_CLI_VERSION (Postgres only): about 4 minutes, once"
+    cargo install sqlx-cli --locked --version "$SQLX_CLI_VERSION" --no-default-features \
+      --features postgres,rustls ||
+      fail "cargo install sqlx-cli failed" "See the compiler output above."
+  else
+    note "sqlx-cli $SQLX_CLI_VERSION is installed"
+  fi
 }
 
 # Directory holding initdb and postgres, or nothing.

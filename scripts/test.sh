@@ -8,6 +8,7 @@ for component in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$component" || rustup component add "$component"
 done
 ensure_build_tools
+ensure_sqlx_cli
 ensure_postgres_binaries
 ensure_ffmpeg
 
@@ -57,6 +58,29 @@ fi
 cd "$REPO"
 step "cargo fmt --check"
 cargo fmt --all -- --check || fail "formatting differs" "Run: cargo fmt --all"
+
+step "Checked SQL: .sqlx/ matches the queries and the migrations"
+# A scratch database with the migrations applied; the macros are re-run against it and their
+# answers compared with the committed .sqlx/ files.
+SQLX_DB="reeltime_sqlx_check_$$"
+SQLX_URL="${DATABASE_URL%%\?*}"
+SQLX_QUERY=""
+[ "$SQLX_URL" != "$DATABASE_URL" ] && SQLX_QUERY="?${DATABASE_URL#*\?}"
+SQLX_URL="${SQLX_URL%/*}/$SQLX_DB$SQLX_QUERY"
+psql "$DATABASE_URL" -qc "create database $SQLX_DB" >/dev/null ||
+  fail "could not create a scratch database for the SQL check"
+drop_sqlx_db() { psql "$DATABASE_URL" -qc "drop database if exists $SQLX_DB with (force)" >/dev/null 2>&1 || true; }
+sqlx_check() {
+  DATABASE_URL="$SQLX_URL" sqlx migrate run --source migrations >/dev/null &&
+    DATABASE_URL="$SQLX_URL" SQLX_OFFLINE=false cargo sqlx prepare --workspace --check -- \
+      --all-targets -p reeltime -p app -p server -p bench
+}
+if ! sqlx_check; then
+  drop_sqlx_db
+  fail ".sqlx/ is stale: a query or a migration changed without it" \
+    "Run: DATABASE_URL=<a migrated database> cargo sqlx prepare --workspace -- --all-targets -p reeltime -p app -p server -p bench"
+fi
+drop_sqlx_db
 
 step "cargo clippy (server, -D warnings)"
 cargo clippy --locked -p reeltime -p app -p server -p bench --all-targets -- -D warnings ||

@@ -58,6 +58,11 @@ impl<'de> Deserialize<'de> for ChangePosition {
 /// What happened to a job row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum ChangeOp {
     Insert,
     Update,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 /// The dashboard's own id for a job (the `jobs.id` primary key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct JobId(pub Uuid);
 
 impl fmt::Display for JobId {
@@ -36,6 +37,11 @@ impl FromStr for JobId {
 /// `docs/decisions/001-job-status-state-machine.md`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum JobStatus {
     /// Inserted, not yet accepted by the processor.
     Pending,
@@ -125,6 +131,11 @@ impl FromStr for JobStatus {
 /// The kind of media work, as Ittybit names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(
+    feature = "sqlx",
+    derive(sqlx::Type),
+    sqlx(type_name = "text", rename_all = "snake_case")
+)]
 pub enum JobKind {
     Video,
     Audio,
@@ -271,8 +282,10 @@ impl OutputFacts {
     }
 }
 
-/// A job as the API and the dashboard show it.
+/// A job as the API and the dashboard show it; with the `sqlx` feature, also a row of `jobs`
+/// (the integer fields have the columns' types, and the columns' checks keep them in range).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
 pub struct Job {
     pub id: JobId,
     pub input_url: String,
@@ -289,18 +302,18 @@ pub struct Job {
     pub updated_at: OffsetDateTime,
     /// Percent done while processing (0-100); 100 once succeeded.
     #[serde(default)]
-    pub progress: Option<u8>,
+    pub progress: Option<i16>,
     /// The output's length in milliseconds (audio, video, animations), once succeeded.
     #[serde(default)]
-    pub output_duration_ms: Option<u64>,
+    pub output_duration_ms: Option<i64>,
     /// The output's size in bytes, once succeeded.
     #[serde(default)]
-    pub output_size: Option<u64>,
+    pub output_size: Option<i64>,
     /// The output's pixel size (video, images, animations), once succeeded.
     #[serde(default)]
-    pub output_width: Option<u32>,
+    pub output_width: Option<i32>,
     #[serde(default)]
-    pub output_height: Option<u32>,
+    pub output_height: Option<i32>,
     /// Grows with every write to the row, in the order the writes committed: a copy with a
     /// smaller version is older.
     pub version: i64,

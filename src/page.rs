@@ -91,9 +91,6 @@ pub struct JobPage {
     /// The change log's position when the page was read: subscribe to `/api/events` from here
     /// and no change falls between the page and the stream.
     pub position: Option<crate::change::ChangePosition>,
-    /// A sample clip people can try, when the server offers one.
-    #[serde(default)]
-    pub sample_url: Option<String>,
 }
 
 /// "just now", "5 min ago", "3 h ago", "2 d ago", then the date.

@@ -1,4 +1,5 @@
-//! Server functions: how the dashboard talks to the server.
+//! Server functions: how the dashboard talks to the server. Each takes what it needs from the
+//! context the server provides (the pool, the sample clip on offer), never from a global.
 
 use leptos::prelude::*;
 use leptos::server_fn::codec::JsonEncoding;
@@ -36,14 +37,21 @@ impl SubmitJobError {
     }
 }
 
-/// The sample clip the server offers (provided as context by the server).
+/// What the dashboard shows: a page of jobs, and on the first page the sample clip the server
+/// offers, if any. (The sample is the dashboard's business, not the API's: `/api/jobs` and the
+/// feed's `reset` carry a plain [`JobPage`].)
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DashboardPage {
+    pub page: JobPage,
+    pub sample_url: Option<String>,
+}
+
+/// The sample clip a server offers on the empty dashboard (provided as context by the server).
 #[cfg(feature = "ssr")]
 #[derive(Clone, Debug)]
-pub struct SampleClip {
+pub struct SampleOffer {
     /// Where the processor fetches it.
     pub url: String,
-    /// The folder it is served from.
-    pub dir: std::path::PathBuf,
     /// Set once the file has been written; it is offered from then on.
     pub ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -75,7 +83,7 @@ pub async fn submit_job(input_url: String, preset: Option<String>) -> Result<Job
 
 /// One page of jobs, newest first.
 #[server(prefix = "/api/fn", endpoint = "list_jobs")]
-pub async fn list_jobs(before: Option<String>) -> Result<JobPage, ServerFnError> {
+pub async fn list_jobs(before: Option<String>) -> Result<DashboardPage, ServerFnError> {
     let pool = pool().ok_or_else(|| ServerFnError::new("The job list is unavailable."))?;
     let before = before
         .filter(|b| !b.is_empty())
@@ -83,19 +91,15 @@ pub async fn list_jobs(before: Option<String>) -> Result<JobPage, ServerFnError>
         .transpose()
         .map_err(|_| ServerFnError::new("That page link is not valid."))?;
     let page_is_first = before.is_none();
-    let mut page = crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
+    let page = crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "listing jobs failed");
             ServerFnError::new("The job list is unavailable right now.")
         })?;
     // Offered on the first page only: that is where the empty dashboard shows it.
-    if page_is_first {
-        if let Some(sample) = use_context::<SampleClip>() {
-            if sample.ready.load(std::sync::atomic::Ordering::Relaxed) {
-                page.sample_url = Some(sample.url);
-            }
-        }
-    }
-    Ok(page)
+    let sample_url = use_context::<SampleOffer>()
+        .filter(|sample| page_is_first && sample.ready.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|sample| sample.url);
+    Ok(DashboardPage { page, sample_url })
 }

@@ -12,7 +12,7 @@ use reeltime::{
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::api::{list_jobs, SubmitJob, SubmitJobError};
+use crate::api::{list_jobs, DashboardPage, SubmitJob, SubmitJobError};
 use crate::live::LiveState;
 use crate::store::JobStore;
 
@@ -69,12 +69,12 @@ pub fn Dashboard() -> impl IntoView {
                 <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {
                         match page.await {
-                            Ok(page) => {
+                            Ok(DashboardPage { page, sample_url }) => {
                                 let paged = before.get_untracked().is_some();
                                 let jobs = JobStore::new(&page, paged);
                                 store.set(Some(jobs));
                                 view! {
-                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url=page.sample_url/>
+                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url/>
                                 }.into_any()
                             }
                             Err(err) => view! {
@@ -290,7 +290,7 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
                 <progress
                     class="job-progress"
                     max="100"
-                    value=move || job.with(|j| j.progress.unwrap_or(0))
+                    value=move || job.with(|j| j.progress.unwrap_or(0).clamp(0, 100))
                     hidden=move || job.with(|j| j.status != JobStatus::Processing || j.progress.is_none())
                 >
                     {move || job.with(|j| format!("{}%", j.progress.unwrap_or(0)))}
@@ -334,10 +334,10 @@ impl OutputView {
             .output_duration_ms
             .filter(|_| job.kind != JobKind::Image)
         {
-            facts.push(format_duration_ms(ms));
+            facts.push(format_duration_ms(ms.max(0).unsigned_abs()));
         }
         if let Some(bytes) = job.output_size {
-            facts.push(format_bytes(bytes));
+            facts.push(format_bytes(bytes.max(0).unsigned_abs()));
         }
         Some(OutputView {
             url,

@@ -291,12 +291,11 @@ async fn sse(max_clients: usize) -> Result<()> {
         })
         .connect(&database_url)
         .await?;
-    let job: (sqlx::types::Uuid,) = sqlx::query_as(
-        "insert into jobs (input_url) values ('https://example.com/bench.mp4') returning id",
+    let job = sqlx::query_scalar!(
+        "insert into jobs (input_url) values ('https://example.com/bench.mp4') returning id"
     )
     .fetch_one(&pool)
     .await?;
-    let job = job.0;
     let mut marker: u32 = 0;
 
     // The floor: LISTEN, update, wait for the notification.
@@ -306,11 +305,13 @@ async fn sse(max_clients: usize) -> Result<()> {
     for _ in 0..300 {
         marker += 1;
         let started = Instant::now();
-        sqlx::query("update jobs set error = $1 where id = $2")
-            .bind(format!("m{marker}"))
-            .bind(job)
-            .execute(&pool)
-            .await?;
+        sqlx::query!(
+            "update jobs set error = $1 where id = $2",
+            format!("m{marker}"),
+            job
+        )
+        .execute(&pool)
+        .await?;
         listener.recv().await?;
         floor.push(started.elapsed());
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -343,11 +344,13 @@ async fn sse(max_clients: usize) -> Result<()> {
             marker += 1;
             let started = Instant::now();
             sent.insert(marker, started);
-            sqlx::query("update jobs set error = $1 where id = $2")
-                .bind(format!("m{marker}"))
-                .bind(job)
-                .execute(&pool)
-                .await?;
+            sqlx::query!(
+                "update jobs set error = $1 where id = $2",
+                format!("m{marker}"),
+                job
+            )
+            .execute(&pool)
+            .await?;
             tokio::time::sleep(Duration::from_millis(spacing)).await;
         }
         let expected = updates * n;
@@ -391,10 +394,12 @@ async fn sse(max_clients: usize) -> Result<()> {
             let pool = pool.clone();
             let m = marker;
             handles.push(tokio::spawn(async move {
-                sqlx::query("update jobs set error = $1 where id = (select id from jobs limit 1)")
-                    .bind(format!("m{m}"))
-                    .execute(&pool)
-                    .await
+                sqlx::query!(
+                    "update jobs set error = $1 where id = (select id from jobs limit 1)",
+                    format!("m{m}")
+                )
+                .execute(&pool)
+                .await
             }));
         }
         for h in handles {
@@ -723,26 +728,27 @@ async fn run_processor(
     };
     // End to end by the database's clock: from the insert to the write that made the job
     // succeeded (the last write to a finished job), so the polling interval does not matter.
-    let end_to_end: f64 = sqlx::query_scalar(
-        "select extract(epoch from updated_at - created_at)::float8 from jobs where id = $1::uuid",
+    let end_to_end = sqlx::query_scalar!(
+        r#"select extract(epoch from updated_at - created_at)::float8 as "seconds!"
+         from jobs where id = $1::text::uuid"#,
+        id
     )
-    .bind(&id)
     .fetch_one(pool)
     .await?;
     let width = job["output_width"]
         .as_u64()
         .ok_or_else(|| format!("job {id} has no output_width: {job}"))?;
-    let (created_finished, started_finished): (f64, f64) = sqlx::query_as(
-        "select extract(epoch from finished_at - created_at)::float8, \
-                extract(epoch from finished_at - started_at)::float8 \
-         from processor_jobs where metadata->>'job_id' = $1",
+    let times = sqlx::query!(
+        r#"select extract(epoch from finished_at - created_at)::float8 as "created_finished!",
+                extract(epoch from finished_at - started_at)::float8 as "started_finished!"
+         from processor_jobs where metadata->>'job_id' = $1"#,
+        id
     )
-    .bind(&id)
     .fetch_one(pool)
     .await?;
     Ok(Processed {
-        created_finished,
-        started_finished,
+        created_finished: times.created_finished,
+        started_finished: times.started_finished,
         end_to_end,
         width,
     })

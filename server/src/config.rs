@@ -101,6 +101,11 @@ pub const VARIABLES: &[Variable] = &[
         help: "How long a claimed job is left to its dispatcher before another may retry it.",
     },
     Variable {
+        name: "REELTIME_DISPATCH_CONCURRENCY",
+        default: "8",
+        help: "How many calls to Ittybit (or the built-in processor) one instance makes at once.",
+    },
+    Variable {
         name: "REELTIME_RECONCILE_AFTER_SECS",
         default: "600",
         help: "A queued or processing job with no news for this long is read back from Ittybit.",
@@ -162,6 +167,8 @@ pub struct IttybitSettings {
     pub backoff: Duration,
     pub lease: Duration,
     pub reconcile_after: Duration,
+    /// Calls to the service one instance makes at once.
+    pub dispatch_concurrency: usize,
 }
 
 /// The built-in processor's settings.
@@ -282,6 +289,10 @@ impl Settings {
             backoff: Duration::from_millis(whole("REELTIME_DISPATCH_BACKOFF_MS")?),
             lease: duration_secs("REELTIME_DISPATCH_LEASE_SECS")?,
             reconcile_after: duration_secs("REELTIME_RECONCILE_AFTER_SECS")?,
+            dispatch_concurrency: at_least_one(
+                "REELTIME_DISPATCH_CONCURRENCY",
+                whole("REELTIME_DISPATCH_CONCURRENCY")?,
+            )? as usize,
         };
         let workers = match var("REELTIME_PROCESSOR_WORKERS") {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),

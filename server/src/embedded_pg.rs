@@ -208,13 +208,15 @@ impl EmbeddedPostgres {
 
     async fn ensure_database(&self) -> Result<(), EmbeddedPgError> {
         let mut conn = self.options_for("postgres").connect().await?;
-        let exists: bool =
-            sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-                .bind(DATABASE)
-                .fetch_one(&mut conn)
-                .await?;
+        let exists: bool = sqlx::query_scalar!(
+            r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+            DATABASE
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if !exists {
-            sqlx::query("create database reeltime")
+            // Unchecked: CREATE DATABASE is not a statement Postgres can describe.
+            sqlx::raw_sql("create database reeltime")
                 .execute(&mut conn)
                 .await?;
         }

@@ -66,6 +66,11 @@ impl IttybitClient {
         })
     }
 
+    /// How messages name the service: `Ittybit`, or `The built-in processor`.
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
     fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", self.api_key.expose_secret()))

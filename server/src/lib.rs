@@ -1,5 +1,7 @@
 //! The Reeltime server: configuration, start-up, routes, and the embedded Postgres.
 
+pub mod backend;
+pub mod backoff;
 pub mod changes;
 pub mod config;
 pub mod dispatch;

@@ -1,65 +1,39 @@
-//! Building the application: database, migrations, routes, listener. Tests build it the same
-//! way on port 0 with a database of their own.
+//! Building the application: database, migrations, the backend jobs go to, the listener; then
+//! serving it until shutdown. Tests build it the same way on port 0 with a database of their
+//! own. The state and the router live in `routes`.
+//!
+//! Every background task (the change listener, the dispatcher, the processor's workers, its
+//! webhook deliveries) is spawned on the application's [`TaskTracker`] and stops at its
+//! [`CancellationToken`]; shutdown cancels, waits for the tasks (workers put their jobs back
+//! in the queue), and only then closes the pool.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
-use app::{shell, App};
-use axum::body::Body;
-use axum::extract::FromRef;
-use axum::http::{HeaderName, Request};
 use axum::Router;
 use leptos::config::LeptosOptions;
-use leptos::prelude::provide_context;
-use leptos_axum::{generate_route_list, LeptosRoutes};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
-use tower_http::compression::predicate::{NotForContentType, Predicate};
-use tower_http::compression::{CompressionLayer, DefaultPredicate};
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::services::ServeDir;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backend::Backend;
 use crate::changes::ChangeFeed;
 use crate::config::Settings;
-use crate::dispatch::{self, DispatchSettings};
+use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use crate::ittybit::{IttybitClient, IttybitConfig};
-use crate::processor::{sample, Processor, StartError, MOUNT};
-use crate::routes;
+use crate::processor::{self, Processor, StartError};
 use crate::routes::ittybit::CALLBACK_PATH;
-use app::api::SampleClip;
-
-/// Largest request body accepted anywhere (webhooks are the largest).
-pub const MAX_BODY_BYTES: usize = crate::routes::ittybit::MAX_CALLBACK_BYTES;
+use crate::routes::{router, AppState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// What every handler can reach.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub feed: ChangeFeed,
-    /// Verifies Ittybit's webhooks; without it every webhook is refused.
-    pub webhook_secret: Option<secrecy::SecretString>,
-    pub leptos_options: LeptosOptions,
-    /// The built-in processor, when it runs in this process (mounted at [`MOUNT`]).
-    pub processor: Option<Processor>,
-    /// The sample clip the empty dashboard offers.
-    pub sample: Option<SampleClip>,
-}
-
-impl FromRef<AppState> for LeptosOptions {
-    fn from_ref(state: &AppState) -> Self {
-        state.leptos_options.clone()
-    }
-}
+/// How long shutdown waits for background tasks before closing the pool anyway.
+const TASKS_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -84,37 +58,19 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
-    stop: tokio::sync::watch::Sender<bool>,
     router: Router,
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
     processor: Option<Processor>,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 impl Application {
-    /// Connect (starting the embedded Postgres when no `DATABASE_URL` is set), migrate, bind.
+    /// Connect (starting the embedded Postgres when no `DATABASE_URL` is set), migrate, bind,
+    /// and start the background tasks.
     pub async fn build(settings: &Settings) -> Result<Application, StartupError> {
-        let (connect, embedded) = match &settings.database_url {
-            Some(url) => {
-                let options: PgConnectOptions = url
-                    .expose_secret()
-                    .parse()
-                    .map_err(StartupError::DatabaseUrl)?;
-                (options, None)
-            }
-            None => {
-                let pg = EmbeddedPostgres::start(&settings.data_dir).await?;
-                (pg.connect_options(), Some(pg))
-            }
-        };
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.db_max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(
-                connect.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)),
-            )
-            .await
-            .map_err(StartupError::Connect)?;
+        let (pool, embedded) = connect(settings).await?;
         MIGRATOR.run(&pool).await?;
 
         let addr = SocketAddr::new(settings.host, settings.port);
@@ -124,92 +80,85 @@ impl Application {
         let local = listener
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
-        let leptos_options = LeptosOptions::builder()
-            .output_name("reeltime")
-            .site_root(settings.site_root.to_string_lossy().into_owned())
-            .site_pkg_dir("pkg")
-            .site_addr(local)
-            .build();
-        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let public_url = settings.public_url_or(local.port());
+
+        let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
         let feed = ChangeFeed::start(
             pool.clone(),
             settings.events_buffer,
             settings.change_retention,
-            stopping,
+            &tasks,
+            &cancel,
         );
-        let public_url = settings.public_url_or(local.port());
-        // Where this process reaches itself: the listening address, loopback if it listens on
-        // every interface.
-        let loopback = match local.ip() {
-            ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            ip => ip,
+        let mut state = AppState {
+            pool: pool.clone(),
+            feed: feed.clone(),
+            webhook_secret: None,
+            service: "Ittybit",
+            leptos_options: leptos_options(settings, local),
+            processor: None,
+            sample: None,
         };
-        let self_url = format!("http://{}", SocketAddr::new(loopback, local.port()));
-        let mut webhook_secret = settings.ittybit.webhook_secret.clone();
-        let mut processor = None;
-        let mut sample = None;
-        let ittybit = match &settings.ittybit.api_key {
-            Some(api_key) => Some(IttybitConfig {
-                service: "Ittybit",
-                base_url: settings.ittybit.api_url.clone(),
-                api_key: api_key.clone(),
-                api_version: settings.ittybit.api_version.clone(),
-                timeout: settings.ittybit.timeout,
-            }),
-            None if settings.processor.enabled => {
-                let local = crate::processor::start_local(
+        let client = match Backend::choose(settings) {
+            Backend::Ittybit {
+                client,
+                webhook_secret,
+            } => {
+                state.webhook_secret = webhook_secret;
+                Some(client)
+            }
+            Backend::Local(local_settings) => {
+                let self_url = self_url(local);
+                let local = processor::start_local(
                     pool.clone(),
-                    settings,
+                    local_settings,
                     &public_url,
                     &self_url,
-                    stop.subscribe(),
+                    &tasks,
+                    &cancel,
                 )
                 .await?;
-                webhook_secret = Some(local.webhook_secret);
-                processor = Some(local.processor);
-                sample = local.sample;
-                Some(local.client)
+                state.webhook_secret = Some(local.webhook_secret);
+                state.service = processor::SERVICE;
+                state.processor = Some(local.processor);
+                state.sample = local.sample;
+                Some(IttybitConfig {
+                    service: processor::SERVICE,
+                    base_url: local.base_url,
+                    api_key: local.api_key,
+                    api_version: None,
+                    timeout: settings.ittybit.timeout,
+                })
             }
-            None => {
+            Backend::Off => {
                 tracing::warn!(
                     "ITTYBIT_API_KEY is not set and REELTIME_PROCESSOR is off: jobs stay pending"
                 );
                 None
             }
         };
-        if let Some(config) = ittybit {
+        if let Some(config) = client {
             let client = IttybitClient::new(config).map_err(StartupError::HttpClient)?;
-            dispatch::start(
-                pool.clone(),
-                client,
-                DispatchSettings {
-                    webhook_url: format!("{public_url}{CALLBACK_PATH}"),
-                    max_attempts: settings.ittybit.max_attempts,
-                    backoff: settings.ittybit.backoff,
-                    lease: settings.ittybit.lease,
-                    reconcile_after: settings.ittybit.reconcile_after,
-                    concurrency: 8,
-                },
-                &feed,
-                stop.subscribe(),
-            );
+            let ittybit = &settings.ittybit;
+            let dispatch = DispatchSettings {
+                webhook_url: format!("{public_url}{CALLBACK_PATH}"),
+                max_attempts: ittybit.max_attempts,
+                backoff: ittybit.backoff,
+                lease: ittybit.lease,
+                reconcile_after: ittybit.reconcile_after,
+                concurrency: ittybit.dispatch_concurrency,
+            };
+            Dispatcher::new(pool.clone(), client, dispatch).start(&feed, &tasks, &cancel);
         }
-        let router = router(AppState {
-            pool: pool.clone(),
-            feed,
-            webhook_secret,
-            leptos_options,
-            processor: processor.clone(),
-            sample,
-        });
+        let processor = state.processor.clone();
         Ok(Application {
             listener,
-            stop,
-            router,
+            router: router(state),
             pool,
             embedded,
             processor,
+            tasks,
+            cancel,
         })
     }
 
@@ -226,28 +175,42 @@ impl Application {
         self.processor.as_ref()
     }
 
-    /// Serve until `shutdown` completes, let requests in flight finish, then close the pool
-    /// and stop the embedded Postgres.
+    /// Serve until `shutdown` completes; then end the event streams and stop the background
+    /// tasks, let requests in flight finish, wait for the tasks, close the pool and stop the
+    /// embedded Postgres.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let Application {
             listener,
-            stop,
             router,
             pool,
             mut embedded,
             processor: _,
+            tasks,
+            cancel,
         } = self;
-        // On shutdown, end the event streams too: graceful shutdown waits for every
-        // response to finish, and a live stream never would.
+        // Graceful shutdown waits for every response to finish, and a live stream never
+        // would: cancelling ends them too.
+        let stopping = cancel.clone();
         let served = axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
-                let _ = stop.send(true);
+                stopping.cancel();
             })
             .await;
+        cancel.cancel();
+        tasks.close();
+        if tokio::time::timeout(TASKS_GRACE, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = tasks.len(),
+                "background tasks did not stop in time; closing anyway"
+            );
+        }
         pool.close().await;
         if let Some(pg) = embedded.as_mut() {
             pg.stop();
@@ -256,76 +219,48 @@ impl Application {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let leptos_options = state.leptos_options.clone();
-    let pool = state.pool.clone();
-    let sample = state.sample.clone();
-    let context = move || {
-        provide_context(pool.clone());
-        if let Some(sample) = &sample {
-            provide_context(sample.clone());
+/// The pool, on `DATABASE_URL` or on an embedded Postgres started here.
+async fn connect(settings: &Settings) -> Result<(PgPool, Option<EmbeddedPostgres>), StartupError> {
+    let (connect, embedded) = match &settings.database_url {
+        Some(url) => {
+            let options: PgConnectOptions = url
+                .expose_secret()
+                .parse()
+                .map_err(StartupError::DatabaseUrl)?;
+            (options, None)
+        }
+        None => {
+            let pg = EmbeddedPostgres::start(&settings.data_dir).await?;
+            (pg.connect_options(), Some(pg))
         }
     };
-    let app_shell = {
-        let options = leptos_options.clone();
-        move || shell(options.clone())
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.db_max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(connect.log_slow_statements(log::LevelFilter::Warn, Duration::from_secs(1)))
+        .await
+        .map_err(StartupError::Connect)?;
+    Ok((pool, embedded))
+}
+
+fn leptos_options(settings: &Settings, local: SocketAddr) -> LeptosOptions {
+    LeptosOptions::builder()
+        .output_name("reeltime")
+        .site_root(settings.site_root.to_string_lossy().into_owned())
+        .site_pkg_dir("pkg")
+        .site_addr(local)
+        .build()
+}
+
+/// Where this process reaches itself: the listening address, loopback if it listens on every
+/// interface.
+fn self_url(local: SocketAddr) -> String {
+    let loopback = match local.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
     };
-
-    // Unknown paths that are not files render the app's "not found" page (status 404).
-    let not_found = {
-        let handler =
-            leptos_axum::render_app_to_stream_with_context(context.clone(), app_shell.clone());
-        tower::service_fn(move |req: Request<Body>| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler(req).await) }
-        })
-    };
-    // The browser bundle and public files; cargo-leptos writes .br and .gz beside each file.
-    let static_files = ServeDir::new(&*leptos_options.site_root)
-        .precompressed_br()
-        .precompressed_gzip()
-        .fallback(not_found);
-
-    let request_id = HeaderName::from_static("x-request-id");
-    let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                // The path only: query strings can carry things that don't belong in logs.
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            })
-            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id))
-        // Media is compressed already, and compressing it would break range requests.
-        .layer(CompressionLayer::new().compress_when(
-            DefaultPredicate::new()
-                .and(NotForContentType::const_new("video/"))
-                .and(NotForContentType::const_new("audio/")),
-        ))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
-
-    let mut routes = Router::new();
-    if let Some(processor) = state.processor.clone() {
-        routes = routes.nest(MOUNT, crate::processor::api::router(processor));
-    }
-    if let Some(sample) = &state.sample {
-        routes = routes.nest_service(sample::PATH, ServeDir::new(&sample.dir));
-    }
-    routes
-        .merge(routes::health::router())
-        .merge(routes::jobs::router())
-        .merge(routes::events::router())
-        .merge(routes::ittybit::router())
-        .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
-        .fallback_service(static_files)
-        .layer(middleware)
-        .with_state(state)
+    format!("http://{}", SocketAddr::new(loopback, local.port()))
 }
 
 /// Completes on Ctrl-C or SIGTERM.

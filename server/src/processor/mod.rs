@@ -29,18 +29,19 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use sqlx::PgPool;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use app::api::SampleClip;
 use fetch::{FetchSettings, Fetcher};
+use sample::SampleClip;
 use webhook::{RetryPolicy, WebhookSender};
-
-use crate::config::Settings;
-use crate::ittybit::IttybitConfig;
 
 /// Where the processor's API is mounted on the app's listener.
 pub const MOUNT: &str = "/ittybit-local";
+/// How messages name this service.
+pub const SERVICE: &str = "The built-in processor";
 
 /// How the processor is set up.
 #[derive(Clone, Debug)]
@@ -97,33 +98,48 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
 }
 
+/// What a server that runs the processor in Ittybit's place tells it.
+#[derive(Clone, Debug)]
+pub struct LocalSettings {
+    pub workers: usize,
+    /// The server's data directory: the processor keeps its files in `<dir>/processor` and the
+    /// sample clip in `<dir>/samples`.
+    pub data_dir: PathBuf,
+    pub allow_private: bool,
+    pub max_input_bytes: u64,
+    pub max_duration: Duration,
+    /// Write and offer the sample clip.
+    pub sample_clip: bool,
+    /// What webhooks are signed with; made up when unset.
+    pub webhook_secret: Option<SecretString>,
+}
+
 /// The built-in processor as a server runs it in Ittybit's place.
 pub struct Local {
     pub processor: Processor,
-    /// How the server's Ittybit client reaches it.
-    pub client: IttybitConfig,
+    /// Where the server's Ittybit client reaches its API.
+    pub base_url: String,
+    /// The key its API accepts, made up for this run.
+    pub api_key: SecretString,
     /// What its webhooks are signed with.
     pub webhook_secret: SecretString,
-    /// The sample clip, unless `REELTIME_SAMPLE_CLIP=off`.
+    /// The sample clip, unless turned off.
     pub sample: Option<SampleClip>,
 }
 
 /// Start the built-in processor for a server that people reach at `public_url` and that
-/// reaches itself at `self_url`. It gets a key made up for this run and signs with
-/// `ITTYBIT_WEBHOOK_SECRET`, or with a secret made up too.
+/// reaches itself at `self_url`. It gets a key made up for this run and signs with the given
+/// secret, or with one made up too. Its workers are tasks of `tasks` and stop at `cancel`.
 pub async fn start_local(
     pool: PgPool,
-    settings: &Settings,
+    settings: LocalSettings,
     public_url: &str,
     self_url: &str,
-    stopping: watch::Receiver<bool>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
 ) -> Result<Local, StartError> {
     let api_key = random_secret();
-    let webhook_secret = settings
-        .ittybit
-        .webhook_secret
-        .clone()
-        .unwrap_or_else(random_secret);
+    let webhook_secret = settings.webhook_secret.unwrap_or_else(random_secret);
     // The app's own files: the sample clip and earlier outputs.
     let trusted_prefixes = [public_url, self_url]
         .into_iter()
@@ -134,16 +150,15 @@ pub async fn start_local(
             ]
         })
         .collect();
-    let local = &settings.processor;
     let processor = Processor::start(
         pool,
         ProcessorSettings {
-            workers: local.workers,
+            workers: settings.workers,
             dir: settings.data_dir.join("processor"),
             files_url: format!("{public_url}{MOUNT}/files"),
-            max_duration: local.max_duration,
-            allow_private: local.allow_private,
-            max_input_bytes: local.max_input_bytes,
+            max_duration: settings.max_duration,
+            allow_private: settings.allow_private,
+            max_input_bytes: settings.max_input_bytes,
             fetch_timeout: Duration::from_secs(600),
             trusted_prefixes,
             webhook_retry: RetryPolicy {
@@ -155,14 +170,16 @@ pub async fn start_local(
         },
         api_key.clone(),
         webhook_secret.clone(),
-        stopping,
+        tasks,
+        cancel,
     )
     .await?;
-    let sample = local.sample_clip.then(|| {
+    let sample = settings.sample_clip.then(|| {
         sample::offer(
             settings.data_dir.join("samples"),
             public_url,
             processor.inner.settings.ffmpeg.clone(),
+            tasks,
         )
     });
     tracing::info!(
@@ -170,13 +187,8 @@ pub async fn start_local(
     );
     Ok(Local {
         processor,
-        client: IttybitConfig {
-            service: "The built-in processor",
-            base_url: format!("{self_url}{MOUNT}"),
-            api_key,
-            api_version: None,
-            timeout: settings.ittybit.timeout,
-        },
+        base_url: format!("{self_url}{MOUNT}"),
+        api_key,
         webhook_secret,
         sample,
     })
@@ -199,7 +211,8 @@ impl Processor {
         settings: ProcessorSettings,
         api_key: SecretString,
         webhook_secret: SecretString,
-        stopping: watch::Receiver<bool>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
     ) -> Result<Processor, StartError> {
         let dirs = Dirs {
             outputs: settings.dir.join("outputs"),
@@ -225,7 +238,7 @@ impl Processor {
             timeout: settings.fetch_timeout,
             trusted_prefixes: settings.trusted_prefixes.clone(),
         })?;
-        let webhooks = WebhookSender::new(webhook_secret, settings.webhook_retry)?;
+        let webhooks = WebhookSender::new(webhook_secret, settings.webhook_retry, tasks, cancel)?;
         let workers = settings.workers.max(1);
         let processor = Processor {
             inner: Arc::new(Inner {
@@ -239,10 +252,23 @@ impl Processor {
             }),
         };
         for _ in 0..workers {
-            tokio::spawn(worker::run(processor.clone(), stopping.clone()));
+            tasks.spawn(worker::run(processor.clone(), cancel.clone()));
         }
         tracing::info!(workers, "the built-in processor is running");
         Ok(processor)
+    }
+
+    /// Take the oldest queued job and process it to the end (tests step the queue with it);
+    /// `false` when nothing was waiting.
+    pub async fn run_one(&self) -> Result<bool, sqlx::Error> {
+        let cancel = CancellationToken::new();
+        match store::claim(self.pool(), worker::LEASE).await? {
+            Some(job) => {
+                self.run_job(job, &cancel).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// The key its API accepts (the dashboard's client is given it at start).

@@ -6,9 +6,8 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use app::api::SampleClip;
-
 use tokio::process::Command;
+use tokio_util::task::TaskTracker;
 
 use super::ffmpeg::file_arg;
 
@@ -16,6 +15,17 @@ use super::ffmpeg::file_arg;
 pub const PATH: &str = "/samples";
 /// The clip's file name.
 pub const NAME: &str = "sample-1080p.mp4";
+
+/// The sample clip as it is offered.
+#[derive(Clone, Debug)]
+pub struct SampleClip {
+    /// Where the processor fetches it.
+    pub url: String,
+    /// The folder it is served from.
+    pub dir: PathBuf,
+    /// Set once the file has been written; it is offered from then on.
+    pub ready: Arc<AtomicBool>,
+}
 
 /// The ffmpeg arguments that write the clip to `output`.
 pub fn args(output: &Path) -> Vec<String> {
@@ -85,14 +95,14 @@ pub async fn ensure(dir: &Path, ffmpeg: &str) -> Result<PathBuf, String> {
 
 /// Writes the clip into `dir` in the background (once) and returns the clip as the dashboard
 /// offers it: at `<public_url>/samples/<NAME>`, ready once written.
-pub fn offer(dir: PathBuf, public_url: &str, ffmpeg: String) -> SampleClip {
+pub fn offer(dir: PathBuf, public_url: &str, ffmpeg: String, tasks: &TaskTracker) -> SampleClip {
     let clip = SampleClip {
         url: format!("{public_url}{PATH}/{NAME}"),
         dir: dir.clone(),
         ready: Arc::new(AtomicBool::new(false)),
     };
     let ready = clip.ready.clone();
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         match ensure(&dir, &ffmpeg).await {
             Ok(path) => {
                 ready.store(true, Ordering::Relaxed);

@@ -13,7 +13,7 @@ use uuid::Uuid;
 pub const MAX_STARTS: i32 = 3;
 
 /// One row of `processor_jobs`.
-#[derive(Clone, Debug, sqlx::FromRow)]
+#[derive(Clone, Debug)]
 pub struct ProcessorJob {
     pub id: String,
     pub kind: String,
@@ -30,13 +30,6 @@ pub struct ProcessorJob {
     pub finished_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub attempts: i32,
-}
-
-macro_rules! columns {
-    () => {
-        "id, kind, input, options, metadata, webhook_url, status, progress, error, output, \
-         created_at, started_at, finished_at, updated_at, attempts"
-    };
 }
 
 /// What `POST /jobs` stores.
@@ -120,40 +113,42 @@ pub async fn create(
     let mut tx = pool.begin().await?;
     if let Some(key) = idempotency_key {
         // A key is free again 24 hours after first use.
-        sqlx::query(
-            "update processor_jobs set idempotency_key = null \
+        sqlx::query!(
+            "update processor_jobs set idempotency_key = null
              where idempotency_key = $1 and created_at < now() - interval '24 hours'",
+            key
         )
-        .bind(key)
         .execute(&mut *tx)
         .await?;
     }
-    let inserted: Option<ProcessorJob> = sqlx::query_as(concat!(
-        "insert into processor_jobs \
-             (id, idempotency_key, kind, input, options, metadata, webhook_url) \
-         values ($1, $2, $3, $4, $5, $6, $7) \
-         on conflict (idempotency_key) do nothing \
-         returning ",
-        columns!()
-    ))
-    .bind(new_id())
-    .bind(idempotency_key)
-    .bind(job.kind.as_str())
-    .bind(job.input)
-    .bind(job.options)
-    .bind(job.metadata)
-    .bind(job.webhook_url)
+    let inserted = sqlx::query_as!(
+        ProcessorJob,
+        "insert into processor_jobs
+             (id, idempotency_key, kind, input, options, metadata, webhook_url)
+         values ($1, $2, $3, $4, $5, $6, $7)
+         on conflict (idempotency_key) do nothing
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts",
+        new_id(),
+        idempotency_key,
+        job.kind.as_str(),
+        job.input,
+        job.options,
+        job.metadata,
+        job.webhook_url,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let result = match inserted {
         Some(job) => (job, false),
         None => {
-            let earlier: ProcessorJob = sqlx::query_as(concat!(
-                "select ",
-                columns!(),
-                " from processor_jobs where idempotency_key = $1"
-            ))
-            .bind(idempotency_key)
+            let earlier = sqlx::query_as!(
+                ProcessorJob,
+                "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts
+                 from processor_jobs where idempotency_key = $1",
+                idempotency_key,
+            )
             .fetch_one(&mut *tx)
             .await?;
             (earlier, true)
@@ -164,12 +159,13 @@ pub async fn create(
 }
 
 pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "select ",
-        columns!(),
-        " from processor_jobs where id = $1"
-    ))
-    .bind(id)
+    sqlx::query_as!(
+        ProcessorJob,
+        "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts
+         from processor_jobs where id = $1",
+        id,
+    )
     .fetch_optional(pool)
     .await
 }
@@ -198,23 +194,38 @@ pub async fn list(
         (None, None) => (None, false),
     };
     let ascending = (order == Order::Asc) != walk_back;
-    let (cmp, dir) = if ascending {
-        (">", "asc")
-    } else {
-        ("<", "desc")
-    };
-    let sql = format!(
-        "select {} from processor_jobs \
-         where ($1::timestamptz is null or (created_at, id) {cmp} ($1, $2)) \
-         order by created_at {dir}, id {dir} limit $3",
-        columns!()
-    );
-    let mut rows: Vec<ProcessorJob> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(cursor.map(|job| job.created_at))
-        .bind(cursor.map(|job| job.id.as_str()).unwrap_or_default())
-        .bind(limit + 1)
+    let created_at = cursor.map(|job| job.created_at);
+    let id = cursor.map(|job| job.id.as_str()).unwrap_or_default();
+    // One statement per direction, so each keeps its index order.
+    let mut rows = if ascending {
+        sqlx::query_as!(
+            ProcessorJob,
+            "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts
+             from processor_jobs
+             where ($1::timestamptz is null or (created_at, id) > ($1, $2))
+             order by created_at asc, id asc limit $3",
+            created_at,
+            id,
+            limit + 1,
+        )
         .fetch_all(pool)
-        .await?;
+        .await?
+    } else {
+        sqlx::query_as!(
+            ProcessorJob,
+            "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts
+             from processor_jobs
+             where ($1::timestamptz is null or (created_at, id) < ($1, $2))
+             order by created_at desc, id desc limit $3",
+            created_at,
+            id,
+            limit + 1,
+        )
+        .fetch_all(pool)
+        .await?
+    };
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     if walk_back {
@@ -225,18 +236,19 @@ pub async fn list(
 
 /// Take the oldest job that is queued, or whose worker's lease ran out, and own it for `lease`.
 pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<ProcessorJob>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "update processor_jobs set status = 'processing', progress = 0, \
-             started_at = coalesce(started_at, now()), updated_at = now(), \
-             lease_until = now() + make_interval(secs => $1), attempts = attempts + 1 \
-         where id = ( \
-             select id from processor_jobs \
-             where status = 'queued' or (status = 'processing' and lease_until < now()) \
-             order by created_at, id limit 1 for update skip locked) \
-         returning ",
-        columns!()
-    ))
-    .bind(lease.as_secs_f64())
+    sqlx::query_as!(
+        ProcessorJob,
+        "update processor_jobs set status = 'processing', progress = 0,
+             started_at = coalesce(started_at, now()), updated_at = now(),
+             lease_until = now() + make_interval(secs => $1), attempts = attempts + 1
+         where id = (
+             select id from processor_jobs
+             where status = 'queued' or (status = 'processing' and lease_until < now())
+             order by created_at, id limit 1 for update skip locked)
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts",
+        lease.as_secs_f64(),
+    )
     .fetch_optional(pool)
     .await
 }
@@ -248,16 +260,17 @@ pub async fn progress(
     percent: u8,
     lease: Duration,
 ) -> Result<Option<ProcessorJob>, sqlx::Error> {
-    sqlx::query_as(concat!(
-        "update processor_jobs set progress = greatest(progress, $2), updated_at = now(), \
-             lease_until = now() + make_interval(secs => $3) \
-         where id = $1 and status = 'processing' \
-         returning ",
-        columns!()
-    ))
-    .bind(id)
-    .bind(i16::from(percent))
-    .bind(lease.as_secs_f64())
+    sqlx::query_as!(
+        ProcessorJob,
+        "update processor_jobs set progress = greatest(progress, $2), updated_at = now(),
+             lease_until = now() + make_interval(secs => $3)
+         where id = $1 and status = 'processing'
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts",
+        id,
+        i16::from(percent),
+        lease.as_secs_f64(),
+    )
     .fetch_optional(pool)
     .await
 }
@@ -272,30 +285,31 @@ pub async fn finish(
         Ok(file) => ("succeeded", Some(file), None),
         Err(reason) => ("failed", None, Some(reason)),
     };
-    sqlx::query_as(concat!(
-        "update processor_jobs set status = $2, output = $3, error = $4, \
-             progress = case when $2 = 'succeeded' then 100 else progress end, \
-             finished_at = now(), updated_at = now(), lease_until = null \
-         where id = $1 and status in ('queued', 'processing') \
-         returning ",
-        columns!()
-    ))
-    .bind(id)
-    .bind(status)
-    .bind(output)
-    .bind(error)
+    sqlx::query_as!(
+        ProcessorJob,
+        "update processor_jobs set status = $2, output = $3, error = $4,
+             progress = case when $2 = 'succeeded' then 100 else progress end,
+             finished_at = now(), updated_at = now(), lease_until = null
+         where id = $1 and status in ('queued', 'processing')
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts",
+        id,
+        status,
+        output,
+        error,
+    )
     .fetch_optional(pool)
     .await
 }
 
 /// Put a job back in the queue (its worker is shutting down).
 pub async fn requeue(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update processor_jobs set status = 'queued', lease_until = null, updated_at = now(), \
-             attempts = greatest(attempts - 1, 0) \
+    sqlx::query!(
+        "update processor_jobs set status = 'queued', lease_until = null, updated_at = now(),
+             attempts = greatest(attempts - 1, 0)
          where id = $1 and status = 'processing'",
+        id,
     )
-    .bind(id)
     .execute(pool)
     .await?;
     Ok(())

@@ -8,13 +8,18 @@
 
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use reqwest::header::CONTENT_TYPE;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use reeltime::signature::sign;
 use reeltime::SIGNATURE_HEADER;
+
+use crate::backoff::Backoff;
 
 /// Shortest gap between two progress webhooks for one job.
 pub const PROGRESS_EVERY: Duration = Duration::from_millis(500);
@@ -28,11 +33,8 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn delay(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(16));
-        self.first_delay
-            .saturating_mul(factor)
-            .min(Duration::from_secs(300))
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.first_delay, Duration::from_secs(300))
     }
 }
 
@@ -42,6 +44,10 @@ pub struct WebhookSender {
     http: reqwest::Client,
     secret: SecretString,
     retry: RetryPolicy,
+    /// Delivery tasks belong to the server's tasks and stop at its shutdown (a final report
+    /// not yet accepted then is caught up by the dashboard's reconciler).
+    tasks: TaskTracker,
+    cancel: CancellationToken,
 }
 
 /// One report to send.
@@ -103,7 +109,12 @@ async fn next_report(
 }
 
 impl WebhookSender {
-    pub fn new(secret: SecretString, retry: RetryPolicy) -> Result<WebhookSender, reqwest::Error> {
+    pub fn new(
+        secret: SecretString,
+        retry: RetryPolicy,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<WebhookSender, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             // Ittybit's receivers must answer within 5 s.
@@ -114,44 +125,52 @@ impl WebhookSender {
             http,
             secret,
             retry,
+            tasks: tasks.clone(),
+            cancel: cancel.clone(),
         })
     }
 
     /// Start delivering reports for a job to `url`.
-    pub fn track(&self, job_id: String, url: String) -> JobWebhooks {
+    pub fn track(&self, task_id: String, url: String) -> JobWebhooks {
         let (reports, mut latest) = watch::channel::<Option<Report>>(None);
         let sender = self.clone();
-        tokio::spawn(async move {
+        let deliveries = async move {
             let mut last_progress = None;
             while let Some(report) = next_report(&mut latest, last_progress).await {
                 if report.last {
-                    sender
-                        .deliver_until_accepted(&job_id, &url, report.body)
-                        .await;
+                    sender.deliver_until_accepted(&url, report.body).await;
                     return;
                 }
                 last_progress = Some(Instant::now());
                 if let Err(problem) = sender.deliver(&url, report.body).await {
-                    tracing::debug!(job = %job_id, %problem, "a progress webhook was not accepted");
+                    tracing::debug!(%problem, "a progress webhook was not accepted");
                 }
             }
-        });
+        };
+        let cancel = self.cancel.clone();
+        let span = tracing::info_span!("webhooks", %task_id);
+        self.tasks.spawn(tracing::Instrument::instrument(
+            async move {
+                tokio::select! {
+                    _ = deliveries => {}
+                    _ = cancel.cancelled() => {}
+                }
+            },
+            span,
+        ));
         JobWebhooks { reports }
     }
 
-    async fn deliver_until_accepted(&self, job_id: &str, url: &str, body: Vec<u8>) {
-        for attempt in 1..=self.retry.max_attempts {
-            match self.deliver(url, body.clone()).await {
-                Ok(()) => return,
-                Err(problem) if attempt < self.retry.max_attempts => {
-                    let wait = self.retry.delay(attempt);
-                    tracing::info!(job = %job_id, attempt, %problem, ?wait, "webhook not accepted; retrying");
-                    tokio::time::sleep(wait).await;
-                }
-                Err(problem) => {
-                    tracing::warn!(job = %job_id, attempt, %problem, "webhook not accepted; giving up");
-                }
-            }
+    async fn deliver_until_accepted(&self, url: &str, body: Vec<u8>) {
+        let retries = self.retry.max_attempts.saturating_sub(1) as usize;
+        let delivered = (|| self.deliver(url, body.clone()))
+            .retry(self.retry.backoff().builder(retries))
+            .notify(|problem, wait| {
+                tracing::info!(%problem, ?wait, "webhook not accepted; retrying");
+            })
+            .await;
+        if let Err(problem) = delivered {
+            tracing::warn!(%problem, attempts = self.retry.max_attempts, "webhook not accepted; giving up");
         }
     }
 
@@ -211,7 +230,8 @@ mod tests {
             first_delay: Duration::from_millis(10),
             max_attempts: 3,
         };
-        WebhookSender::new(SecretString::from("s"), retry).unwrap()
+        let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+        WebhookSender::new(SecretString::from("s"), retry, &tasks, &cancel).unwrap()
     }
 
     async fn wait_for(arrivals: &Arrivals, count: usize) -> Vec<(Instant, Value)> {
@@ -265,9 +285,31 @@ mod tests {
             first_delay: Duration::from_secs(1),
             max_attempts: 10,
         };
-        assert_eq!(policy.delay(1), Duration::from_secs(1));
-        assert_eq!(policy.delay(2), Duration::from_secs(2));
-        assert_eq!(policy.delay(4), Duration::from_secs(8));
-        assert_eq!(policy.delay(30), Duration::from_secs(300));
+        let backoff = policy.backoff();
+        for (failures, base) in [(1, 1), (2, 2), (4, 8), (30, 300)] {
+            let got = backoff.delay(failures);
+            let base = Duration::from_secs(base);
+            assert!(got >= base && got < base * 2, "{failures}: {got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_report_is_retried_until_accepted() {
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(ResponseTemplate::new(500))
+            .up_to_n_times(2)
+            .mount(&server)
+            .await;
+        let (_, arrivals) = (0, Arrivals::default());
+        Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(arrivals.clone())
+            .mount(&server)
+            .await;
+        let hooks = sender().track("job_1".into(), format!("{}/hook", server.uri()));
+        hooks.finish(&serde_json::json!({ "n": "final" }));
+        let got = wait_for(&arrivals, 1).await;
+        assert_eq!(got.len(), 1, "accepted on the third attempt");
+        assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 }

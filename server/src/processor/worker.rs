@@ -14,7 +14,7 @@ use reeltime::JobKind;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::ffmpeg::{
     content_type, ffmpeg_args, file_arg, output_extension, MediaOptions, ProgressParser,
@@ -35,25 +35,28 @@ const FETCH_ATTEMPTS: u32 = 3;
 /// How much of ffmpeg's stderr is kept for the error message.
 const STDERR_LIMIT: u64 = 64 * 1024;
 
-/// One worker: claim, process, repeat, until `stopping`.
-pub async fn run(processor: Processor, mut stopping: watch::Receiver<bool>) {
-    loop {
-        if *stopping.borrow() {
-            return;
-        }
+/// One worker: claim, process, repeat, until `cancel`.
+pub async fn run(processor: Processor, cancel: CancellationToken) {
+    while !cancel.is_cancelled() {
         match store::claim(processor.pool(), LEASE).await {
-            Ok(Some(job)) => processor.run_job(job, &mut stopping).await,
+            Ok(Some(job)) => processor.run_job(job, &cancel).await,
             Ok(None) => {
                 tokio::select! {
                     _ = processor.inner.wake.notified() => {}
                     // Another instance's jobs, and leases that ran out.
                     _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stopping.changed() => {}
+                    _ = cancel.cancelled() => {}
                 }
             }
             Err(err) => {
+                if processor.pool().is_closed() {
+                    return;
+                }
                 tracing::warn!(error = %err, "the processor could not claim a job");
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = cancel.cancelled() => {}
+                }
             }
         }
     }
@@ -69,7 +72,13 @@ impl Drop for RemoveOnDrop {
 }
 
 impl Processor {
-    async fn run_job(&self, job: ProcessorJob, stopping: &mut watch::Receiver<bool>) {
+    /// Process one claimed job to its end. On `cancel` (shutdown), ffmpeg is stopped and the
+    /// job goes back to the queue for the next start.
+    #[tracing::instrument(name = "process", skip_all, fields(task_id = %job.id, job_id = tracing::field::Empty))]
+    pub(super) async fn run_job(&self, job: ProcessorJob, cancel: &CancellationToken) {
+        if let Some(job_id) = job.metadata.get("job_id").and_then(Value::as_str) {
+            tracing::Span::current().record("job_id", job_id);
+        }
         let hooks = job
             .webhook_url
             .clone()
@@ -85,10 +94,10 @@ impl Processor {
             }
             tokio::select! {
                 result = self.process(&job, hooks.as_ref()) => result,
-                _ = stopping.changed() => {
+                _ = cancel.cancelled() => {
                     // Dropping `process` kills ffmpeg; the job waits for the next start.
                     if let Err(err) = store::requeue(self.pool(), &job.id).await {
-                        tracing::warn!(job = %job.id, error = %err, "could not requeue a job");
+                        tracing::warn!(error = %err, "could not requeue a job");
                     }
                     return;
                 }
@@ -96,9 +105,12 @@ impl Processor {
         };
         match &result {
             Ok(_) => {
-                tracing::info!(job = %job.id, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded")
+                tracing::info!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "job succeeded"
+                )
             }
-            Err(reason) => tracing::info!(job = %job.id, %reason, "job failed"),
+            Err(reason) => tracing::info!(%reason, "job failed"),
         }
         let outcome = result.as_ref().map_err(String::as_str);
         match store::finish(self.pool(), &job.id, outcome).await {
@@ -110,7 +122,7 @@ impl Processor {
             Ok(None) => {}
             Err(err) => {
                 // The lease runs out and the job is processed again.
-                tracing::error!(job = %job.id, error = %err, "could not record a finished job");
+                tracing::error!(error = %err, "could not record a finished job");
             }
         }
     }
@@ -252,7 +264,7 @@ impl Processor {
                                 }
                             }
                             Ok(_) => {}
-                            Err(err) => tracing::warn!(job = %job.id, error = %err, "could not record progress"),
+                            Err(err) => tracing::warn!(error = %err, "could not record progress"),
                         }
                     }
                 }

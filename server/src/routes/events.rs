@@ -18,12 +18,15 @@ use axum::Router;
 use futures::stream;
 use reeltime::{ChangePosition, PageLimit, TxSnapshot};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::{broadcast, watch};
+use tokio_util::sync::CancellationToken;
 
-use crate::changes::{read_changes, ChangeFeed, Message};
+use app::db::changes::{pruned_through, read_changes};
+
+use super::AppState;
+use crate::changes::{ChangeFeed, Frame, Message};
 use crate::error::{ApiError, ApiQuery};
-use crate::startup::AppState;
 
 const REPLAY_BATCH: i64 = 500;
 /// Tells browsers to reconnect a second after the stream ends.
@@ -60,7 +63,7 @@ async fn events(
     // Subscribe before reading anything, so nothing falls between replay and live.
     let subscriber = Subscriber {
         rx: state.feed.subscribe(),
-        shutdown: state.feed.shutdown(),
+        cancel: state.feed.cancelled().clone(),
         feed: state.feed.clone(),
         last: ChangePosition::START,
         reflected: None,
@@ -98,7 +101,7 @@ enum Phase {
 struct Subscriber {
     feed: ChangeFeed,
     rx: broadcast::Receiver<Message>,
-    shutdown: watch::Receiver<bool>,
+    cancel: CancellationToken,
     /// The last position this client has been sent.
     last: ChangePosition,
     /// After a reset: the snapshot it was read in. Changes it already reflects are skipped.
@@ -109,14 +112,14 @@ struct Subscriber {
 impl Subscriber {
     async fn next(mut self) -> Option<(Bytes, Subscriber)> {
         loop {
-            if *self.shutdown.borrow() {
+            if self.cancel.is_cancelled() {
                 self.phase = Phase::Done;
             }
             match std::mem::replace(&mut self.phase, Phase::Done) {
                 Phase::Done => return None,
                 Phase::Start(resume) => {
                     let mut out = String::from(PREAMBLE);
-                    let pruned = Box::pin(crate::changes::pruned_through(&self.feed.pool)).await;
+                    let pruned = Box::pin(pruned_through(&self.feed.pool)).await;
                     match (resume, pruned) {
                         (Some(position), Ok(pruned)) if position >= pruned => {
                             self.last = position;
@@ -145,7 +148,7 @@ impl Subscriber {
                         for change in changes {
                             self.last = change.position;
                             if !self.already_reflected(change.position) {
-                                out.extend_from_slice(&change.frame().bytes);
+                                out.extend_from_slice(&Frame::of(&change).bytes);
                             }
                         }
                         if out.is_empty() {
@@ -161,7 +164,7 @@ impl Subscriber {
                 Phase::Live => {
                     let message = tokio::select! {
                         message = self.rx.recv() => message,
-                        _ = self.shutdown.changed() => return None,
+                        _ = self.cancel.cancelled() => return None,
                     };
                     match message {
                         Ok(Message::Change(frame)) => {
@@ -206,7 +209,9 @@ impl Subscriber {
     /// A `reset` event: the newest jobs and the position they reflect, from which replay and
     /// live delivery continue.
     async fn reset(&mut self) -> Option<String> {
-        match app::db::list_jobs_with_snapshot(&self.feed.pool, None, PageLimit::DEFAULT).await {
+        match app::db::jobs::list_jobs_with_snapshot(&self.feed.pool, None, PageLimit::DEFAULT)
+            .await
+        {
             Ok((page, snapshot)) => {
                 let position = page.position.unwrap_or_default();
                 self.last = position;

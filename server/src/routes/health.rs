@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::startup::AppState;
+use super::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -23,7 +23,7 @@ async fn healthz() -> Json<Value> {
 
 /// The process can do its work: the database answers.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let ping = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.pool);
+    let ping = sqlx::query_scalar!(r#"select 1 as "one!""#).fetch_one(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
         Ok(Err(err)) => {

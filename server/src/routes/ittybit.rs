@@ -11,9 +11,11 @@ use reeltime::{normalize_webhook, JobId, Normalized};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use crate::dispatch::{apply_report, resolve_job};
+use app::db::jobs::{apply_report, resolve_job};
+use app::db::webhooks::{self, Delivery};
+
+use super::AppState;
 use crate::error::ApiError;
-use crate::startup::AppState;
 
 pub const CALLBACK_PATH: &str = "/api/ittybit/callback";
 /// Largest webhook body accepted.
@@ -29,7 +31,7 @@ pub fn router() -> Router<AppState> {
 
 /// What became of one delivery, as `webhook_deliveries` records it.
 #[derive(Default)]
-struct Delivery {
+struct Outcome {
     signature_ok: bool,
     report: Option<Normalized>,
     job_id: Option<JobId>,
@@ -39,19 +41,29 @@ struct Delivery {
 /// Verify the signature over the raw bytes before reading anything, then fold the report into
 /// the job. Ittybit retries until it gets a 2xx within 5 s, so everything that is not its
 /// fault (an unknown job, a stale report) is answered 200; every delivery is recorded.
+#[tracing::instrument(name = "callback", skip_all, fields(job_id = tracing::field::Empty))]
 async fn callback(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (delivery, answer) = handle(&state, &headers, &body).await?;
+    let (outcome, answer) = handle(&state, &headers, &body).await?;
     // Unverified bodies are anyone's: keep only their start, so junk cannot fill the log.
-    let kept = if delivery.signature_ok {
+    let kept = if outcome.signature_ok {
         &body[..]
     } else {
         &body[..body.len().min(UNVERIFIED_BODY_KEPT)]
     };
-    record(&state.pool, kept, &delivery).await?;
+    let report = outcome.report.as_ref();
+    let delivery = Delivery {
+        signature_ok: outcome.signature_ok,
+        ittybit_id: report.and_then(|r| r.ittybit_id.as_deref()),
+        job_id: outcome.job_id,
+        status: report.map(|r| r.status),
+        outcome: outcome.outcome,
+        body: kept,
+    };
+    webhooks::record(&state.pool, &delivery).await?;
     answer
 }
 
@@ -59,7 +71,7 @@ async fn handle(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-) -> Result<(Delivery, Result<Response, ApiError>), sqlx::Error> {
+) -> Result<(Outcome, Result<Response, ApiError>), sqlx::Error> {
     let pool = &state.pool;
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let verified = match &state.webhook_secret {
@@ -76,19 +88,19 @@ async fn handle(
             Json(json!({ "error": "unauthorized", "message": "Missing or invalid Ittybit-Signature." })),
         )
             .into_response();
-        let delivery = Delivery {
+        let delivery = Outcome {
             outcome: "bad_signature",
-            ..Delivery::default()
+            ..Outcome::default()
         };
         return Ok((delivery, Ok(refused)));
     }
     let report = match normalize_webhook(body) {
         Ok(report) => report,
         Err(err) => {
-            let delivery = Delivery {
+            let delivery = Outcome {
                 signature_ok: true,
                 outcome: "malformed",
-                ..Delivery::default()
+                ..Outcome::default()
             };
             return Ok((delivery, Err(ApiError::BadRequest(err.to_string()))));
         }
@@ -99,33 +111,20 @@ async fn handle(
             (None, "unknown_job")
         }
         Some(job_id) => {
-            let outcome = apply_report(pool, job_id, &report).await?.as_str();
-            tracing::info!(%job_id, status = %report.status, outcome, "webhook");
+            tracing::Span::current().record("job_id", tracing::field::display(job_id));
+            let outcome = apply_report(pool, job_id, &report, state.service)
+                .await?
+                .as_str();
+            tracing::info!(status = %report.status, outcome, "webhook");
             (Some(job_id), outcome)
         }
     };
     let answer = Json(json!({ "ok": true, "outcome": outcome })).into_response();
-    let delivery = Delivery {
+    let delivery = Outcome {
         signature_ok: true,
         report: Some(report),
         job_id,
         outcome,
     };
     Ok((delivery, Ok(answer)))
-}
-
-async fn record(pool: &sqlx::PgPool, body: &[u8], delivery: &Delivery) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into webhook_deliveries (signature_ok, ittybit_id, job_id, status, outcome, raw_body) \
-         values ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(delivery.signature_ok)
-    .bind(delivery.report.as_ref().and_then(|r| r.ittybit_id.as_deref()))
-    .bind(delivery.job_id.map(|id| id.0))
-    .bind(delivery.report.as_ref().map(|r| r.status.as_str()))
-    .bind(delivery.outcome)
-    .bind(body)
-    .execute(pool)
-    .await?;
-    Ok(())
 }

@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use reeltime::{Job, JobId, JobPage, JobSubmission, PageCursor, PageLimit};
 use serde::Deserialize;
 
+use super::AppState;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use crate::startup::AppState;
 
 /// Largest job submission accepted.
 pub const MAX_SUBMISSION_BYTES: usize = 64 * 1024;

@@ -1,6 +1,133 @@
-//! HTTP routes, grouped by resource.
+//! The HTTP layer: what every handler can reach ([`AppState`]), and the router that puts the
+//! resources (one module each), the dashboard's pages, the static files and the middleware
+//! together. `startup` builds the state and serves this router; nothing here starts anything.
 
 pub mod events;
 pub mod health;
 pub mod ittybit;
 pub mod jobs;
+
+use std::convert::Infallible;
+
+use app::api::SampleOffer;
+use app::{shell, App};
+use axum::body::Body;
+use axum::extract::FromRef;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use leptos::config::LeptosOptions;
+use leptos::prelude::provide_context;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use sqlx::PgPool;
+use tower::ServiceBuilder;
+use tower_http::compression::predicate::{NotForContentType, Predicate};
+use tower_http::compression::{CompressionLayer, DefaultPredicate};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::changes::ChangeFeed;
+use crate::processor::sample::{self, SampleClip};
+use crate::processor::{Processor, MOUNT};
+
+/// Largest request body accepted anywhere (webhooks are the largest).
+pub const MAX_BODY_BYTES: usize = ittybit::MAX_CALLBACK_BYTES;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub feed: ChangeFeed,
+    /// Verifies the processor's webhooks; without it every webhook is refused.
+    pub webhook_secret: Option<secrecy::SecretString>,
+    /// How messages name the service jobs go to (`Ittybit`, `The built-in processor`).
+    pub service: &'static str,
+    pub leptos_options: LeptosOptions,
+    /// The built-in processor, when it runs in this process (mounted at [`MOUNT`]).
+    pub processor: Option<Processor>,
+    /// The sample clip the empty dashboard offers.
+    pub sample: Option<SampleClip>,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let leptos_options = state.leptos_options.clone();
+    let pool = state.pool.clone();
+    let offer = state.sample.as_ref().map(|clip| SampleOffer {
+        url: clip.url.clone(),
+        ready: clip.ready.clone(),
+    });
+    // What the server functions and the pages take from context.
+    let context = move || {
+        provide_context(pool.clone());
+        if let Some(offer) = &offer {
+            provide_context(offer.clone());
+        }
+    };
+    let app_shell = {
+        let options = leptos_options.clone();
+        move || shell(options.clone())
+    };
+
+    // Unknown paths that are not files render the app's "not found" page (status 404).
+    let not_found = {
+        let handler =
+            leptos_axum::render_app_to_stream_with_context(context.clone(), app_shell.clone());
+        tower::service_fn(move |req: Request<Body>| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler(req).await) }
+        })
+    };
+    // The browser bundle and public files; cargo-leptos writes .br and .gz beside each file.
+    let static_files = ServeDir::new(&*leptos_options.site_root)
+        .precompressed_br()
+        .precompressed_gzip()
+        .fallback(not_found);
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let middleware = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                // The path only: query strings can carry things that don't belong in logs.
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            })
+            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(PropagateRequestIdLayer::new(request_id))
+        // Media is compressed already, and compressing it would break range requests.
+        .layer(CompressionLayer::new().compress_when(
+            DefaultPredicate::new()
+                .and(NotForContentType::const_new("video/"))
+                .and(NotForContentType::const_new("audio/")),
+        ))
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+
+    let mut routes = Router::new();
+    if let Some(processor) = state.processor.clone() {
+        routes = routes.nest(MOUNT, crate::processor::api::router(processor));
+    }
+    if let Some(sample) = &state.sample {
+        routes = routes.nest_service(sample::PATH, ServeDir::new(&sample.dir));
+    }
+    routes
+        .merge(health::router())
+        .merge(jobs::router())
+        .merge(events::router())
+        .merge(ittybit::router())
+        .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
+        .fallback_service(static_files)
+        .layer(middleware)
+        .with_state(state)
+}

@@ -52,8 +52,7 @@ async fn position(app: &TestApp) -> String {
 }
 
 async fn insert(app: &TestApp, url: &str) -> String {
-    sqlx::query_scalar::<_, uuid::Uuid>("insert into jobs (input_url) values ($1) returning id")
-        .bind(url)
+    sqlx::query_scalar!("insert into jobs (input_url) values ($1) returning id", url)
         .fetch_one(&app.pool)
         .await
         .unwrap()
@@ -70,13 +69,14 @@ async fn inserts_updates_and_deletes_by_any_writer_arrive() {
     let mut events = subscribe(&app, Some(&position(&app).await), None).await;
 
     let id = insert(&app, "https://example.com/psql.mp4").await;
-    sqlx::query("update jobs set status = 'processing' where id = $1::uuid")
-        .bind(&id)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    sqlx::query("delete from jobs where id = $1::uuid")
-        .bind(&id)
+    sqlx::query!(
+        "update jobs set status = 'processing' where id = $1::text::uuid",
+        id
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query!("delete from jobs where id = $1::text::uuid", id)
         .execute(&app.pool)
         .await
         .unwrap();
@@ -153,21 +153,21 @@ async fn transactions_committing_out_of_order_are_both_delivered() {
     let mut a = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut b = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut tx_a = a.begin().await.unwrap();
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/a.mp4')")
+    sqlx::query!("insert into jobs (input_url) values ('https://example.com/a.mp4')")
         .execute(&mut *tx_a)
         .await
         .unwrap();
     let mut tx_b = b.begin().await.unwrap();
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/b.mp4')")
+    sqlx::query!("insert into jobs (input_url) values ('https://example.com/b.mp4')")
         .execute(&mut *tx_b)
         .await
         .unwrap();
-    let (seq_a, seq_b): (i64, i64) = (
-        sqlx::query_scalar("select max(seq) from job_changes")
+    let (seq_a, seq_b) = (
+        sqlx::query_scalar!(r#"select max(seq) as "seq!" from job_changes"#)
             .fetch_one(&mut *tx_a)
             .await
             .unwrap(),
-        sqlx::query_scalar("select max(seq) from job_changes")
+        sqlx::query_scalar!(r#"select max(seq) as "seq!" from job_changes"#)
             .fetch_one(&mut *tx_b)
             .await
             .unwrap(),
@@ -201,7 +201,7 @@ async fn a_position_older_than_the_history_gets_a_reset() {
     let app = spawn_app().await;
     let start = position(&app).await;
     let id = insert(&app, "https://example.com/old.mp4").await;
-    server::changes::prune(&app.pool, Duration::ZERO)
+    app::db::changes::prune(&app.pool, Duration::ZERO)
         .await
         .unwrap();
 
@@ -267,9 +267,9 @@ async fn a_client_that_stops_reading_gets_a_reset_and_others_get_everything() {
         count
     });
     for _ in 0..(rows / 500) {
-        sqlx::query(
-            "insert into jobs (input_url) \
-             select 'https://example.com/bulk-' || n || '.mp4' from generate_series(1, 500) n",
+        sqlx::query!(
+            "insert into jobs (input_url)
+             select 'https://example.com/bulk-' || n || '.mp4' from generate_series(1, 500) n"
         )
         .execute(&app.pool)
         .await
@@ -306,9 +306,9 @@ async fn a_killed_listener_connection_catches_up_without_loss() {
     // The listener connects in the background at start-up: wait for it, then kill it.
     let mut killed = 0;
     for _ in 0..100 {
-        killed = sqlx::query_scalar::<_, i64>(
-            "select count(pg_terminate_backend(pid)) from pg_stat_activity \
-             where datname = current_database() and query ilike 'listen%'",
+        killed = sqlx::query_scalar!(
+            r#"select count(pg_terminate_backend(pid)) as "killed!" from pg_stat_activity
+             where datname = current_database() and query ilike 'listen%'"#
         )
         .fetch_one(&app.pool)
         .await

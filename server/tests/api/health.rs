@@ -50,7 +50,7 @@ async fn every_response_carries_a_request_id() {
 async fn server_errors_are_opaque() {
     let app = spawn_app().await;
     // Break the table under the running app: the API must not leak the database's words.
-    sqlx::query("alter table jobs rename to jobs_gone")
+    sqlx::query!("alter table jobs rename to jobs_gone")
         .execute(&app.pool)
         .await
         .unwrap();

@@ -159,7 +159,7 @@ impl TestApp {
     }
 
     pub async fn job_count(&self) -> i64 {
-        sqlx::query_scalar("select count(*) from jobs")
+        sqlx::query_scalar!(r#"select count(*) as "count!" from jobs"#)
             .fetch_one(&self.pool)
             .await
             .unwrap()

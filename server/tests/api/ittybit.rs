@@ -242,20 +242,22 @@ async fn two_instances_send_each_of_200_jobs_exactly_once() {
     let _second = spawn_second_instance_with(&first, &borrowed).await;
 
     // Inserted by "anyone": plain SQL, not the API.
-    sqlx::query(
-        "insert into jobs (input_url, options) \
-         select 'https://example.com/many-' || n || '.mp4', '{\"width\": 1280}' \
-         from generate_series(1, 200) n",
+    sqlx::query!(
+        r#"insert into jobs (input_url, options)
+         select 'https://example.com/many-' || n || '.mp4', '{"width": 1280}'
+         from generate_series(1, 200) n"#
     )
     .execute(&first.pool)
     .await
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let pending: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'pending'")
-            .fetch_one(&first.pool)
-            .await
-            .unwrap();
+        let pending = sqlx::query_scalar!(
+            r#"select count(*) as "count!" from jobs where status = 'pending'"#
+        )
+        .fetch_one(&first.pool)
+        .await
+        .unwrap();
         if pending == 0 {
             break;
         }
@@ -271,8 +273,8 @@ async fn two_instances_send_each_of_200_jobs_exactly_once() {
     keys.sort();
     keys.dedup();
     assert_eq!(keys.len(), 200);
-    let queued: i64 = sqlx::query_scalar(
-        "select count(*) from jobs where status = 'queued' and task_id is not null",
+    let queued = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from jobs where status = 'queued' and task_id is not null"#
     )
     .fetch_one(&first.pool)
     .await
@@ -342,10 +344,11 @@ async fn post_webhook(app: &TestApp, body: &[u8], signature: Option<String>) -> 
 }
 
 async fn queued_job(app: &TestApp, task_id: &str) -> String {
-    sqlx::query_scalar::<_, uuid::Uuid>(
-        "insert into jobs (input_url, status, task_id) values ('https://example.com/in.mp4', 'queued', $1) returning id",
+    sqlx::query_scalar!(
+        "insert into jobs (input_url, status, task_id)
+         values ('https://example.com/in.mp4', 'queued', $1) returning id",
+        task_id
     )
-    .bind(task_id)
     .fetch_one(&app.pool)
     .await
     .unwrap()
@@ -396,12 +399,14 @@ async fn a_signed_webhook_updates_the_job_and_a_bad_one_changes_nothing() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(job(&app, &id).await["status"], "succeeded");
 
-    let outcomes: Vec<(bool, String)> =
-        sqlx::query_as("select signature_ok, outcome from webhook_deliveries order by id")
-            .fetch_all(&app.pool)
-            .await
-            .unwrap();
-    let outcomes: Vec<(bool, &str)> = outcomes.iter().map(|(ok, o)| (*ok, o.as_str())).collect();
+    let outcomes = sqlx::query!("select signature_ok, outcome from webhook_deliveries order by id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    let outcomes: Vec<(bool, &str)> = outcomes
+        .iter()
+        .map(|row| (row.signature_ok, row.outcome.as_str()))
+        .collect();
     assert_eq!(
         outcomes,
         [
@@ -506,8 +511,9 @@ async fn webhooks_for_unknown_jobs_are_acknowledged_and_bad_bodies_refused() {
     let junk = vec![b'x'; 10 * 1024];
     let response = post_webhook(&app, &junk, Some("0".repeat(64))).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    let kept: i32 = sqlx::query_scalar(
-        "select length(raw_body) from webhook_deliveries where outcome = 'bad_signature'",
+    let kept = sqlx::query_scalar!(
+        r#"select length(raw_body) as "length!" from webhook_deliveries
+         where outcome = 'bad_signature'"#
     )
     .fetch_one(&app.pool)
     .await

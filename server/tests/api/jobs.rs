@@ -26,15 +26,16 @@ async fn a_valid_submission_is_stored_and_returned() {
         json!({ "width": 1280, "format": "mp4", "quality": "high" })
     );
 
-    let (input_url, status, kind): (String, String, String) =
-        sqlx::query_as("select input_url, status, kind from jobs where id = $1::uuid")
-            .bind(job["id"].as_str().unwrap())
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(input_url, "https://example.com/clip.mp4");
-    assert_eq!(status, "pending");
-    assert_eq!(kind, "video");
+    let row = sqlx::query!(
+        "select input_url, status, kind from jobs where id = $1::text::uuid",
+        job["id"].as_str().unwrap()
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(row.input_url, "https://example.com/clip.mp4");
+    assert_eq!(row.status, "pending");
+    assert_eq!(row.kind, "video");
 }
 
 #[tokio::test]
@@ -158,12 +159,14 @@ async fn oversized_bodies_are_refused() {
 }
 
 async fn insert_at(app: &crate::helpers::TestApp, url: &str, created_at: &str) {
-    sqlx::query("insert into jobs (input_url, created_at) values ($1, $2::timestamptz)")
-        .bind(url)
-        .bind(created_at)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    sqlx::query!(
+        "insert into jobs (input_url, created_at) values ($1, $2::text::timestamptz)",
+        url,
+        created_at
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -180,15 +183,14 @@ async fn the_list_is_newest_first_and_pages_without_gaps_or_repeats() {
         insert_at(&app, url, at).await;
     }
     // Newest first; among equal times, the larger id first.
-    let order: Vec<String> = sqlx::query_scalar::<_, uuid::Uuid>(
-        "select id from jobs order by created_at desc, id desc",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|id| id.to_string())
-    .collect();
+    let order: Vec<String> =
+        sqlx::query_scalar!("select id from jobs order by created_at desc, id desc")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect();
 
     let mut seen = Vec::new();
     let mut before: Option<String> = None;
@@ -227,9 +229,9 @@ async fn the_list_is_newest_first_and_pages_without_gaps_or_repeats() {
 #[tokio::test]
 async fn the_default_page_holds_fifty() {
     let app = spawn_app().await;
-    sqlx::query(
-        "insert into jobs (input_url, created_at) \
-         select 'https://e.com/' || n, now() - n * interval '1 second' from generate_series(1, 51) n",
+    sqlx::query!(
+        "insert into jobs (input_url, created_at)
+         select 'https://e.com/' || n, now() - n * interval '1 second' from generate_series(1, 51) n"
     )
     .execute(&app.pool)
     .await
@@ -299,25 +301,26 @@ async fn the_database_keeps_updated_at_current() {
         .create_job(json!({ "input_url": "https://example.com/one.mp4" }))
         .await;
     let id = created["id"].as_str().unwrap();
-    let (before, after): (time::OffsetDateTime, time::OffsetDateTime) = sqlx::query_as(
-        "with old as (select updated_at from jobs where id = $1::uuid), \
-         upd as (update jobs set status = 'queued' where id = $1::uuid returning updated_at) \
-         select (select updated_at from old), (select updated_at from upd)",
+    let row = sqlx::query!(
+        r#"with old as (select updated_at from jobs where id = $1::text::uuid),
+         upd as (update jobs set status = 'queued' where id = $1::text::uuid returning updated_at)
+         select (select updated_at from old) as "before!", (select updated_at from upd) as "after!""#,
+        id
     )
-    .bind(id)
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(after > before, "{before} -> {after}");
+    assert!(row.after > row.before, "{} -> {}", row.before, row.after);
 }
 
 #[tokio::test]
 async fn the_database_refuses_unknown_statuses() {
     let app = spawn_app().await;
-    let result =
-        sqlx::query("insert into jobs (input_url, status) values ('https://e.com/a', 'completed')")
-            .execute(&app.pool)
-            .await;
+    let result = sqlx::query!(
+        "insert into jobs (input_url, status) values ('https://e.com/a', 'completed')"
+    )
+    .execute(&app.pool)
+    .await;
     let err = result.unwrap_err().to_string();
     assert!(err.contains("jobs_status_check"), "{err}");
 }

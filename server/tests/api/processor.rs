@@ -580,8 +580,9 @@ async fn the_pipeline_runs_end_to_end_without_an_account() {
     assert_eq!(response.bytes().await.unwrap().len(), 100);
 
     // The webhooks were verified and applied (the dispatcher's client never polled).
-    let verified: i64 = sqlx::query_scalar(
-        "select count(*) from webhook_deliveries where signature_ok and outcome = 'applied'",
+    let verified = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from webhook_deliveries
+         where signature_ok and outcome = 'applied'"#
     )
     .fetch_one(&app.pool)
     .await
@@ -762,20 +763,20 @@ async fn a_job_whose_worker_died_is_processed_once_its_lease_runs_out() {
     let app = spawn_processor().await;
     let media = media_server().await;
     // As a crashed instance leaves it: processing, lease expired, no worker.
-    sqlx::query(
-        "insert into processor_jobs (id, kind, input, options, status, progress, started_at, \
-             lease_until, attempts) \
-         values ('job_crashed', 'audio', $1, '{\"format\": \"mp3\"}', 'processing', 40, \
-             now() - interval '1 minute', now() - interval '1 second', 1)",
+    sqlx::query!(
+        r#"insert into processor_jobs (id, kind, input, options, status, progress, started_at,
+             lease_until, attempts)
+         values ('job_crashed', 'audio', $1, '{"format": "mp3"}', 'processing', 40,
+             now() - interval '1 minute', now() - interval '1 second', 1)"#,
+        format!("{}/clip.mp4", media.uri())
     )
-    .bind(format!("{}/clip.mp4", media.uri()))
     .execute(&app.pool)
     .await
     .unwrap();
     let job = app.processor_wait("job_crashed").await;
     assert_eq!(job["status"], "succeeded", "{job}");
-    let attempts: i32 =
-        sqlx::query_scalar("select attempts from processor_jobs where id = 'job_crashed'")
+    let attempts =
+        sqlx::query_scalar!("select attempts from processor_jobs where id = 'job_crashed'")
             .fetch_one(&app.pool)
             .await
             .unwrap();

@@ -1,0 +1,255 @@
+//! The `jobs` table: submitting, reading and paging jobs, and folding what a processor reports
+//! about a job into its row.
+
+use reeltime::{
+    FieldErrors, Job, JobId, JobPage, JobStatus, JobSubmission, NewJob, Normalized, PageCursor,
+    PageLimit, TxSnapshot,
+};
+use sqlx::PgPool;
+
+use super::changes::log_horizon;
+
+/// Why a submission was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("invalid submission: {0}")]
+    Invalid(FieldErrors),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The one way a job is submitted, for the form's server function and `POST /api/jobs` alike:
+/// validate, insert, return the stored job. Invalid input writes nothing.
+#[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty))]
+pub async fn submit_job(pool: &PgPool, submission: &JobSubmission) -> Result<Job, SubmitError> {
+    let new_job = submission.validate().map_err(SubmitError::Invalid)?;
+    let job = insert_job(pool, &new_job).await?;
+    tracing::Span::current().record("job_id", tracing::field::display(job.id));
+    tracing::info!(kind = %job.kind, "job submitted");
+    Ok(job)
+}
+
+pub async fn insert_job(pool: &PgPool, job: &NewJob) -> Result<Job, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        "insert into jobs (input_url, kind, options) values ($1, $2, $3)
+         returning id, input_url, kind, options, status, task_id, output_url, error,
+             created_at, updated_at, progress, output_duration_ms, output_size, output_width,
+             output_height, version",
+        job.input_url.as_str(),
+        job.kind().as_str(),
+        job.options(),
+    )
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as!(
+        Job,
+        "select id, input_url, kind, options, status, task_id, output_url, error, created_at,
+             updated_at, progress, output_duration_ms, output_size, output_width, output_height,
+             version
+         from jobs where id = $1",
+        id.0,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Newest first; `before` continues after an earlier page. The page and its change-log
+/// position are read in one snapshot, so a subscriber starting from that position misses
+/// nothing the page does not already show.
+pub async fn list_jobs(
+    pool: &PgPool,
+    before: Option<PageCursor>,
+    limit: PageLimit,
+) -> Result<JobPage, sqlx::Error> {
+    Ok(list_jobs_with_snapshot(pool, before, limit).await?.0)
+}
+
+/// [`list_jobs`], and the snapshot the page was read in: the page reflects every change made
+/// by a transaction that snapshot sees.
+pub async fn list_jobs_with_snapshot(
+    pool: &PgPool,
+    before: Option<PageCursor>,
+    limit: PageLimit,
+) -> Result<(JobPage, TxSnapshot), sqlx::Error> {
+    let limit = limit.get() as usize;
+    // One extra row tells whether an older page exists.
+    let fetch = (limit + 1) as i64;
+    let mut tx = pool
+        .begin_with("begin isolation level repeatable read, read only")
+        .await?;
+    let (position, snapshot) = log_horizon(&mut *tx).await?;
+    // Two statements rather than one with `$1 is null or …`: each keeps its index condition
+    // whatever plan Postgres caches.
+    let mut jobs = match before {
+        None => {
+            sqlx::query_as!(
+                Job,
+                "select id, input_url, kind, options, status, task_id, output_url, error,
+                     created_at, updated_at, progress, output_duration_ms, output_size,
+                     output_width, output_height, version
+                 from jobs order by created_at desc, id desc limit $1",
+                fetch,
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Some(cursor) => {
+            sqlx::query_as!(
+                Job,
+                "select id, input_url, kind, options, status, task_id, output_url, error,
+                     created_at, updated_at, progress, output_duration_ms, output_size,
+                     output_width, output_height, version
+                 from jobs where (created_at, id) < ($1, $2)
+                 order by created_at desc, id desc limit $3",
+                cursor.created_at,
+                cursor.id.0,
+                fetch,
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
+    tx.commit().await?;
+    let next_before = if jobs.len() > limit {
+        jobs.truncate(limit);
+        jobs.last()
+            .map(|job| PageCursor::after_job(job).to_string())
+    } else {
+        None
+    };
+    let page = JobPage {
+        jobs,
+        next_before,
+        position: Some(position),
+    };
+    Ok((page, snapshot))
+}
+
+/// What applying a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The job moved (status, progress, output or the processor's id).
+    Changed(JobStatus),
+    /// Nothing new: a repeat, an older report, or the job is already finished.
+    Unchanged,
+    /// No such job.
+    Unknown,
+}
+
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::Changed(_) => "applied",
+            Applied::Unchanged => "unchanged",
+            Applied::Unknown => "unknown_job",
+        }
+    }
+}
+
+/// Fold a report from `service` (`Ittybit`, `The built-in processor`) into a job, in one
+/// statement and one round trip: the status only moves forward and never out of a terminal
+/// state (the rule of `JobStatus::advance`, as `reeltime_status_step` and
+/// `reeltime_status_terminal` say it in SQL), progress never goes backwards and is 100 on
+/// success, the output's URL and facts are kept on success, the error on failure. A known job
+/// also gets its `last_news_at` (the reconciler's clock) set.
+///
+/// `advances` is worked out once per row, inside the row-valued `SET`, so it is evaluated
+/// against the row being updated even when a concurrent writer made Postgres re-read it.
+#[tracing::instrument(skip_all, fields(job_id = %job_id, status = %report.status))]
+pub async fn apply_report(
+    pool: &PgPool,
+    job_id: JobId,
+    report: &Normalized,
+    service: &str,
+) -> Result<Applied, sqlx::Error> {
+    let facts = &report.output;
+    let row = sqlx::query!(
+        r#"with known as (select id from jobs where id = $1),
+         updated as (
+             update jobs set (status, progress, output_url, output_duration_ms, output_size,
+                     output_width, output_height, error, task_id) = (
+                 select
+                     case when r.advances then $2 else jobs.status end,
+                     case when r.advances and $2 = 'succeeded' then 100
+                          when r.advances and reeltime_status_terminal($2) then jobs.progress
+                          else greatest(jobs.progress, $3::smallint) end,
+                     case when r.succeeds then coalesce($4, jobs.output_url)
+                          else jobs.output_url end,
+                     case when r.succeeds then coalesce($7, jobs.output_duration_ms)
+                          else jobs.output_duration_ms end,
+                     case when r.succeeds then coalesce($8, jobs.output_size)
+                          else jobs.output_size end,
+                     case when r.succeeds then coalesce($9, jobs.output_width)
+                          else jobs.output_width end,
+                     case when r.succeeds then coalesce($10, jobs.output_height)
+                          else jobs.output_height end,
+                     case when r.advances and $2 = 'failed'
+                          then coalesce($5, $11 || ' reported that the job failed.')
+                          else jobs.error end,
+                     coalesce(jobs.task_id, $6::text)
+                 from (select reeltime_status_step($2) > reeltime_status_step(jobs.status)
+                              as advances,
+                              $2 = 'succeeded'
+                                  and reeltime_status_step($2) > reeltime_status_step(jobs.status)
+                              as succeeds) r)
+             where id = $1
+               and not reeltime_status_terminal(status)
+               and (reeltime_status_step($2) > reeltime_status_step(status)
+                    or $3::smallint > coalesce(progress, -1)
+                    or (task_id is null and $6::text is not null))
+             returning status),
+         news as (
+             insert into job_dispatch (job_id, last_news_at) select id, now() from known
+             on conflict (job_id) do update set last_news_at = now())
+         select exists (select 1 from known) as "known!",
+                (select status from updated) as "status?: JobStatus""#,
+        job_id.0,
+        report.status.as_str(),
+        report.progress.map(i16::from),
+        report.output_url.as_deref(),
+        report.error.as_deref(),
+        report.ittybit_id.as_deref(),
+        facts.duration_ms.and_then(|v| i64::try_from(v).ok()),
+        facts.size.and_then(|v| i64::try_from(v).ok()),
+        facts.width.and_then(|v| i32::try_from(v).ok()),
+        facts.height.and_then(|v| i32::try_from(v).ok()),
+        service,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(match (row.known, row.status) {
+        (false, _) => Applied::Unknown,
+        (true, Some(status)) => Applied::Changed(status),
+        (true, None) => Applied::Unchanged,
+    })
+}
+
+/// Which of our jobs a report is about: its `metadata.job_id`, else the job holding the
+/// processor's id.
+pub async fn resolve_job(pool: &PgPool, report: &Normalized) -> Result<Option<JobId>, sqlx::Error> {
+    if let Some(id) = report.job_id {
+        return Ok(Some(id));
+    }
+    let Some(task_id) = report.ittybit_id.as_deref() else {
+        return Ok(None);
+    };
+    sqlx::query_scalar!("select id from jobs where task_id = $1 limit 1", task_id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Fail a job that was never accepted (still `pending`) with `error`.
+pub async fn fail_pending(pool: &PgPool, id: JobId, error: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query!(
+        "update jobs set status = 'failed', error = $2 where id = $1 and status = 'pending'",
+        id.0,
+        error,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,34 @@
+//! The delivery log (`webhook_deliveries`): every signed callback that reached us, verified or
+//! not, for audit and replay.
+
+use reeltime::{JobId, JobStatus};
+use sqlx::PgPool;
+
+/// One delivery as it is recorded.
+pub struct Delivery<'a> {
+    pub signature_ok: bool,
+    /// The processor's id for the job, when the body said.
+    pub ittybit_id: Option<&'a str>,
+    pub job_id: Option<JobId>,
+    pub status: Option<JobStatus>,
+    /// What became of it: `applied`, `unchanged`, `unknown_job`, `bad_signature`, `malformed`.
+    pub outcome: &'a str,
+    /// The raw body (for unverified deliveries, only its start).
+    pub body: &'a [u8],
+}
+
+pub async fn record(pool: &PgPool, delivery: &Delivery<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into webhook_deliveries (signature_ok, ittybit_id, job_id, status, outcome, raw_body)
+         values ($1, $2, $3, $4, $5, $6)",
+        delivery.signature_ok,
+        delivery.ittybit_id,
+        delivery.job_id.map(|id| id.0),
+        delivery.status.map(JobStatus::as_str),
+        delivery.outcome,
+        delivery.body,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
