@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use reeltime::{JobKind, Preset};
 use serde_json::{json, Value};
-use server::processor::ffmpeg::{ffmpeg_args, output_extension, MediaOptions};
+use server::processor::media::{ffmpeg_args, output_extension, MediaOptions};
 use server::processor::sample;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};

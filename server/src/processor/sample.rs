@@ -10,7 +10,7 @@ use app::api::SampleClip;
 
 use tokio::process::Command;
 
-use super::ffmpeg::file_arg;
+use super::media::file_arg;
 
 /// Where the app serves the files of the samples directory.
 pub const PATH: &str = "/samples";

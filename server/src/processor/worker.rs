@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use super::ffmpeg::{
+use super::media::{
     content_type, ffmpeg_args, file_arg, output_extension, MediaOptions, ProgressParser,
 };
 use super::probe::{failure_reason, ffprobe_args, parse_probe, Probe};
