@@ -18,8 +18,8 @@ pub use options::{
 pub use progress::{parse_timestamp, ProgressParser};
 pub use types::{
     content_type, output_extension, AnimationFormat, AnimationOutput, AudioFormat, AudioOutput,
-    Dimension, Fit, ImageFormat, ImageOutput, MediaOptions, Output, Quality, Size, VideoCodec,
-    VideoFormat, VideoOutput,
+    Choice, Dimension, Fit, ImageFormat, ImageOutput, MediaOptions, Output, Quality, Size,
+    VideoCodec, VideoFormat, VideoOutput,
 };
 
 /// Helpers the tests of several files share.

@@ -11,8 +11,9 @@ use serde_json::{Map, Value};
 use super::args::{bitrate_arg, seconds_arg};
 use super::progress::parse_timestamp;
 use super::types::{
-    AnimationFormat, AnimationOutput, AudioFormat, AudioOutput, Dimension, Fit, ImageFormat,
-    ImageOutput, MediaOptions, Output, Quality, Size, VideoCodec, VideoFormat, VideoOutput,
+    AnimationFormat, AnimationOutput, AudioFormat, AudioOutput, Choice, Dimension, Fit,
+    ImageFormat, ImageOutput, MediaOptions, Output, Quality, Size, VideoCodec, VideoFormat,
+    VideoOutput,
 };
 
 /// Smallest and largest width or height accepted, in pixels.
@@ -115,33 +116,15 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// One of `all`, matched case-insensitively against `as_str` or an alias.
-    fn choice<T: Copy + 'static>(
-        &self,
-        option: &'static str,
-        all: &[T],
-        as_str: fn(T) -> &'static str,
-        aliases: &[(&str, T)],
-    ) -> Result<Option<T>, OptionsError> {
+    /// One of `T`'s values, trimmed and matched case-insensitively (aliases included).
+    fn choice<T: Choice>(&self, option: &'static str) -> Result<Option<T>, OptionsError> {
         let Some(value) = self.get(option) else {
             return Ok(None);
         };
-        let wanted = value.as_str().map(|s| s.trim().to_ascii_lowercase());
-        let found = wanted.as_deref().and_then(|wanted| {
-            all.iter()
-                .copied()
-                .find(|choice| as_str(*choice) == wanted)
-                .or_else(|| {
-                    aliases
-                        .iter()
-                        .find(|(alias, _)| *alias == wanted)
-                        .map(|(_, choice)| *choice)
-                })
-        });
-        match found {
+        match value.as_str().and_then(|s| s.trim().parse::<T>().ok()) {
             Some(choice) => Ok(Some(choice)),
             None => {
-                let names: Vec<&str> = all.iter().map(|choice| as_str(*choice)).collect();
+                let names: Vec<&str> = T::ALL.iter().map(|choice| choice.as_str()).collect();
                 Err(self.invalid(option, format!("one of {}", names.join(", "))))
             }
         }
@@ -149,7 +132,7 @@ impl<'a> Reader<'a> {
 
     fn quality(&self) -> Result<Quality, OptionsError> {
         Ok(self
-            .choice("quality", Quality::ALL, Quality::as_str, &[])?
+            .choice::<Quality>("quality")?
             .unwrap_or(Quality::Medium))
     }
 
@@ -209,9 +192,7 @@ impl<'a> Reader<'a> {
         Ok(Size {
             width: self.dimension("width")?,
             height: self.dimension("height")?,
-            fit: self
-                .choice("fit", Fit::ALL, Fit::as_str, &[])?
-                .unwrap_or(Fit::Fill),
+            fit: self.choice::<Fit>("fit")?.unwrap_or(Fit::Fill),
         })
     }
 
@@ -251,8 +232,8 @@ impl<'a> Reader<'a> {
     }
 
     fn video(&self) -> Result<VideoOutput, OptionsError> {
-        let format = self.choice("format", VideoFormat::ALL, VideoFormat::as_str, &[])?;
-        let codec = self.choice("codec", VideoCodec::ALL, VideoCodec::as_str, &[])?;
+        let format = self.choice::<VideoFormat>("format")?;
+        let codec = self.choice::<VideoCodec>("codec")?;
         let (format, codec) = match (format, codec) {
             (None, None) => (VideoFormat::Mp4, VideoCodec::H264),
             (Some(format), None) => (format, format.codec()),
@@ -277,7 +258,7 @@ impl<'a> Reader<'a> {
 
     fn audio(&self) -> Result<AudioOutput, OptionsError> {
         let format = self
-            .choice("format", AudioFormat::ALL, AudioFormat::as_str, &[])?
+            .choice::<AudioFormat>("format")?
             .unwrap_or(AudioFormat::Mp3);
         let quality = self.quality()?;
         let bitrate = match format.bitrate_range() {
@@ -292,12 +273,7 @@ impl<'a> Reader<'a> {
     fn image(&self) -> Result<ImageOutput, OptionsError> {
         Ok(ImageOutput {
             format: self
-                .choice(
-                    "format",
-                    ImageFormat::ALL,
-                    ImageFormat::as_str,
-                    &[("jpg", ImageFormat::Jpeg)],
-                )?
+                .choice::<ImageFormat>("format")?
                 .unwrap_or(ImageFormat::Jpeg),
             size: self.size()?,
             quality: self.quality()?,
@@ -307,7 +283,7 @@ impl<'a> Reader<'a> {
     fn animation(&self) -> Result<AnimationOutput, OptionsError> {
         Ok(AnimationOutput {
             format: self
-                .choice("format", AnimationFormat::ALL, AnimationFormat::as_str, &[])?
+                .choice::<AnimationFormat>("format")?
                 .unwrap_or(AnimationFormat::Gif),
             size: self.size()?,
             fps: self.fps()?.unwrap_or(DEFAULT_ANIMATION_FPS),

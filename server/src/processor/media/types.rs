@@ -15,86 +15,112 @@
 //! `-q:v` or a WebP `-quality` (see [`Quality::audio_bitrate`], [`Quality::jpeg_qscale`] and
 //! [`Quality::webp_quality`]). The default quality is `medium`.
 
-use std::fmt;
+use std::str::FromStr;
 
 use reeltime::JobKind;
+use strum::{Display, EnumString, IntoStaticStr, VariantArray};
 
-/// Declares a closed set of option values with their Ittybit spelling.
-macro_rules! choice_enum {
-    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum $name {
-            $($(#[$vmeta])* $variant),+
-        }
+/// A closed set of option values with their Ittybit spelling, named and parsed by strum's
+/// derives: `snake_case` names, read case-insensitively (`jpg` is an alias of `jpeg`).
+pub trait Choice: Copy + FromStr + VariantArray + Into<&'static str> {
+    /// Every accepted value, in the order error messages list them.
+    const ALL: &'static [Self] = Self::VARIANTS;
 
-        impl $name {
-            /// Every accepted value, in the order error messages list them.
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The value as Ittybit spells it.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-choice_enum! {
-    /// The `quality` option.
-    Quality {
-        VeryLow => "very_low",
-        Low => "low",
-        Medium => "medium",
-        High => "high",
-        VeryHigh => "very_high",
+    /// The value as Ittybit spells it.
+    fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 
-choice_enum! {
-    /// A video container (`mov` is not supported).
-    VideoFormat { Mp4 => "mp4", Webm => "webm" }
+/// The `quality` option.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum Quality {
+    VeryLow,
+    Low,
+    Medium,
+    High,
+    VeryHigh,
 }
 
-choice_enum! {
-    /// A video codec (`h265` and `av1` are not supported).
-    VideoCodec { H264 => "h264", Vp9 => "vp9" }
+/// A video container (`mov` is not supported).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum VideoFormat {
+    Mp4,
+    Webm,
 }
 
-choice_enum! {
-    /// An audio format (`ogg` is not supported; `opus` is written in an Ogg container).
-    AudioFormat { Mp3 => "mp3", Aac => "aac", Opus => "opus", Wav => "wav", Flac => "flac" }
+/// A video codec (`h265` and `av1` are not supported).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum VideoCodec {
+    H264,
+    Vp9,
 }
 
-choice_enum! {
-    /// A still image format (`avif` is not supported; `jpg` is read as `jpeg`).
-    ImageFormat { Jpeg => "jpeg", Png => "png", Webp => "webp" }
+/// An audio format (`ogg` is not supported; `opus` is written in an Ogg container).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum AudioFormat {
+    Mp3,
+    Aac,
+    Opus,
+    Wav,
+    Flac,
 }
 
-choice_enum! {
-    /// An animation format.
-    AnimationFormat { Gif => "gif", Webp => "webp" }
+/// A still image format (`avif` is not supported; `jpg` is read as `jpeg`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum ImageFormat {
+    #[strum(to_string = "jpeg", serialize = "jpg")]
+    Jpeg,
+    Png,
+    Webp,
 }
 
-choice_enum! {
-    /// How a frame is fitted when both width and height are given in pixels.
-    Fit {
-        /// Stretch to exactly width × height (Ittybit's default).
-        Fill => "fill",
-        /// Scale to fit inside, keeping the aspect ratio, and pad to width × height with black.
-        Contain => "contain",
-        /// Scale to cover, keeping the aspect ratio, and crop the overflow from the centre.
-        Cover => "cover",
-    }
+/// An animation format.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum AnimationFormat {
+    Gif,
+    Webp,
 }
+
+/// How a frame is fitted when both width and height are given in pixels.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Display, EnumString, IntoStaticStr, VariantArray,
+)]
+#[strum(serialize_all = "snake_case", ascii_case_insensitive)]
+pub enum Fit {
+    /// Stretch to exactly width × height (Ittybit's default).
+    Fill,
+    /// Scale to fit inside, keeping the aspect ratio, and pad to width × height with black.
+    Contain,
+    /// Scale to cover, keeping the aspect ratio, and crop the overflow from the centre.
+    Cover,
+}
+
+impl Choice for Quality {}
+impl Choice for VideoFormat {}
+impl Choice for VideoCodec {}
+impl Choice for AudioFormat {}
+impl Choice for ImageFormat {}
+impl Choice for AnimationFormat {}
+impl Choice for Fit {}
 
 impl Quality {
     /// The constant rate factor for `codec` (see the table in the module documentation).
@@ -345,6 +371,30 @@ mod tests {
             let crfs: Vec<u8> = Quality::ALL.iter().map(|q| q.crf(*codec)).collect();
             assert!(crfs.windows(2).all(|w| w[0] > w[1]), "{codec}: {crfs:?}");
         }
+    }
+
+    #[test]
+    fn every_option_value_reads_back_from_its_name_in_any_case() {
+        fn check<T: Choice + PartialEq + std::fmt::Debug + std::fmt::Display>() {
+            for &choice in T::ALL {
+                let name = choice.as_str();
+                assert_eq!(choice.to_string(), name);
+                assert_eq!(name.parse::<T>().ok(), Some(choice), "{name}");
+                let upper = name.to_ascii_uppercase();
+                assert_eq!(upper.parse::<T>().ok(), Some(choice), "{upper}");
+            }
+        }
+        check::<Quality>();
+        check::<VideoFormat>();
+        check::<VideoCodec>();
+        check::<AudioFormat>();
+        check::<ImageFormat>();
+        check::<AnimationFormat>();
+        check::<Fit>();
+        assert_eq!("JPG".parse::<ImageFormat>().ok(), Some(ImageFormat::Jpeg));
+        assert_eq!(ImageFormat::Jpeg.as_str(), "jpeg");
+        assert_eq!(Quality::VeryHigh.as_str(), "very_high");
+        assert_eq!(VideoCodec::H264.as_str(), "h264");
     }
 
     #[test]
