@@ -144,7 +144,7 @@ impl Processor {
         let name = format!("{}.{ext}", job.id);
         let part = dirs.outputs.join(format!("{}.part.{ext}", job.id));
         let part_guard = RemoveOnDrop(part.clone());
-        let args = ffmpeg_args(&options, &file_arg(&input), Path::new(&file_arg(&part)));
+        let args = ffmpeg_args(&options, &file_arg(&input), &file_arg(&part));
         let expected = options.expected_duration(probe.duration);
         self.ffmpeg(job, &args, expected, hooks).await?;
 

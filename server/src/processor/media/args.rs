@@ -74,10 +74,11 @@ pub fn scale_filter(size: &Size) -> Option<String> {
     }
 }
 
-/// The full ffmpeg argument list (without the program name) that turns `input` (a path or a URL
-/// ffmpeg can read) into `output` as `options` describe. The output format is always given with
-/// `-f`, so `output`'s extension does not matter; the path is passed lossily as UTF-8.
-pub fn ffmpeg_args(options: &MediaOptions, input: &str, output: &Path) -> Vec<String> {
+/// The full ffmpeg argument list (without the program name) that turns `input` into `output` as
+/// `options` describe. Both are passed to ffmpeg as given: for local files, pass [`file_arg`]'s
+/// `file:` form. The output format is always given with `-f`, so `output`'s extension does not
+/// matter.
+pub fn ffmpeg_args(options: &MediaOptions, input: &str, output: &str) -> Vec<String> {
     let mut args: Vec<String> = BASE_ARGS.iter().map(|arg| arg.to_string()).collect();
     let mut push = |items: &[&str]| args.extend(items.iter().map(|item| item.to_string()));
 
@@ -178,7 +179,7 @@ pub fn ffmpeg_args(options: &MediaOptions, input: &str, output: &Path) -> Vec<St
             }
         }
     }
-    args.push(output.to_string_lossy().into_owned());
+    args.push(output.to_owned());
     args
 }
 
@@ -226,7 +227,7 @@ mod tests {
             (JobKind::Image, json!({})),
             (JobKind::Animation, json!({})),
         ] {
-            let args = ffmpeg_args(&parse(kind, options), "in.mp4", Path::new("/tmp/o.bin"));
+            let args = ffmpeg_args(&parse(kind, options), "in.mp4", "/tmp/o.bin");
             assert_eq!(args[..8], BASE_ARGS.map(String::from));
             assert_eq!(args.last().map(String::as_str), Some("/tmp/o.bin"));
             let input = args.iter().position(|a| a == "-i").unwrap();
@@ -456,9 +457,7 @@ mod tests {
         );
         assert_eq!(jpg.end, None);
         assert_eq!(output_extension(&jpg), "jpg");
-        assert!(ffmpeg_args(&jpg, "in", Path::new("o"))
-            .join(" ")
-            .contains("-q:v 2 "));
+        assert!(ffmpeg_args(&jpg, "in", "o").join(" ").contains("-q:v 2 "));
     }
 
     #[test]

@@ -25,8 +25,6 @@ pub use types::{
 /// Helpers the tests of several files share.
 #[cfg(test)]
 mod test_support {
-    use std::path::Path;
-
     use reeltime::JobKind;
     use serde_json::Value;
 
@@ -44,7 +42,7 @@ mod test_support {
 
     /// The argument list as one line, without the common prefix.
     pub fn line(kind: JobKind, options: Value) -> String {
-        let args = ffmpeg_args(&parse(kind, options), "in.mp4", Path::new("/tmp/out"));
+        let args = ffmpeg_args(&parse(kind, options), "in.mp4", "/tmp/out");
         let line = args.join(" ");
         line.strip_prefix(BASE)
             .unwrap_or_else(|| panic!("missing base arguments: {line}"))
