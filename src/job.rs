@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,12 +36,30 @@ impl FromStr for JobId {
 /// A job only ever moves forward, it may skip steps (a webhook can report `succeeded` for a job
 /// we still think is `queued`), and a terminal state never changes. See
 /// `docs/decisions/001-job-status-state-machine.md`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(
     feature = "sqlx",
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "snake_case")
+)]
+#[strum(
+    serialize_all = "snake_case",
+    parse_err_ty = UnknownStatus,
+    parse_err_fn = UnknownStatus::new
 )]
 pub enum JobStatus {
     /// Inserted, not yet accepted by the processor.
@@ -58,24 +77,12 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 6] = [
-        JobStatus::Pending,
-        JobStatus::Queued,
-        JobStatus::Processing,
-        JobStatus::Succeeded,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
+    /// Every status, from `pending` to `cancelled`.
+    pub const ALL: &'static [JobStatus] = <JobStatus as VariantArray>::VARIANTS;
 
+    /// The status's name, as stored and sent: `pending`, …, `cancelled`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Pending => "pending",
-            JobStatus::Queued => "queued",
-            JobStatus::Processing => "processing",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Cancelled => "cancelled",
-        }
+        self.into()
     }
 
     /// How far along a job is; every terminal state shares the last step.
@@ -108,33 +115,41 @@ impl JobStatus {
     }
 }
 
-impl fmt::Display for JobStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown job status {0:?}")]
 pub struct UnknownStatus(pub String);
 
-impl FromStr for JobStatus {
-    type Err = UnknownStatus;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobStatus::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
+impl UnknownStatus {
+    fn new(name: &str) -> Self {
+        UnknownStatus(name.to_owned())
     }
 }
 
 /// The kind of media work, as Ittybit names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::Display,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(
     feature = "sqlx",
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "snake_case")
+)]
+#[strum(
+    serialize_all = "snake_case",
+    parse_err_ty = UnknownKind,
+    parse_err_fn = UnknownKind::new
 )]
 pub enum JobKind {
     Video,
@@ -145,28 +160,12 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 5] = [
-        JobKind::Video,
-        JobKind::Audio,
-        JobKind::Image,
-        JobKind::Animation,
-        JobKind::AdaptiveVideo,
-    ];
+    /// Every kind, from `video` to `adaptive_video`.
+    pub const ALL: &'static [JobKind] = <JobKind as VariantArray>::VARIANTS;
 
+    /// The kind's name, as Ittybit spells it: `video`, …, `adaptive_video`.
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Video => "video",
-            JobKind::Audio => "audio",
-            JobKind::Image => "image",
-            JobKind::Animation => "animation",
-            JobKind::AdaptiveVideo => "adaptive_video",
-        }
-    }
-}
-
-impl fmt::Display for JobKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
@@ -174,13 +173,9 @@ impl fmt::Display for JobKind {
 #[error("unknown job kind {0:?}")]
 pub struct UnknownKind(pub String);
 
-impl FromStr for JobKind {
-    type Err = UnknownKind;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobKind::ALL
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| UnknownKind(s.to_owned()))
+impl UnknownKind {
+    fn new(name: &str) -> Self {
+        UnknownKind(name.to_owned())
     }
 }
 
@@ -355,7 +350,7 @@ mod tests {
     fn terminal_states_never_change() {
         for from in [Succeeded, Failed, Cancelled] {
             assert!(from.is_terminal());
-            for to in JobStatus::ALL {
+            for &to in JobStatus::ALL {
                 assert!(
                     !from.can_transition_to(to),
                     "{from} -> {to} must be refused"
@@ -374,7 +369,7 @@ mod tests {
 
     #[test]
     fn status_round_trips_through_its_name() {
-        for status in JobStatus::ALL {
+        for &status in JobStatus::ALL {
             assert_eq!(status.as_str().parse::<JobStatus>(), Ok(status));
             assert_eq!(
                 serde_json::to_value(status).unwrap(),
@@ -386,10 +381,34 @@ mod tests {
 
     #[test]
     fn kind_round_trips_through_its_name() {
-        for kind in JobKind::ALL {
+        for &kind in JobKind::ALL {
             assert_eq!(kind.as_str().parse::<JobKind>(), Ok(kind));
         }
         assert!("hologram".parse::<JobKind>().is_err());
+    }
+
+    #[test]
+    fn unknown_names_are_quoted_in_the_error() {
+        assert_eq!(
+            "completed".parse::<JobStatus>(),
+            Err(UnknownStatus("completed".into()))
+        );
+        assert_eq!(
+            "Queued".parse::<JobStatus>().unwrap_err().to_string(),
+            r#"unknown job status "Queued""#
+        );
+        assert_eq!(
+            "hologram".parse::<JobKind>().unwrap_err().to_string(),
+            r#"unknown job kind "hologram""#
+        );
+        for &kind in JobKind::ALL {
+            assert_eq!(kind.to_string(), kind.as_str());
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(kind.as_str())
+            );
+        }
+        assert_eq!(JobKind::AdaptiveVideo.as_str(), "adaptive_video");
     }
 
     #[test]

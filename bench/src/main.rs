@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use reeltime::{JobKind, Preset};
 use serde_json::{json, Value};
-use server::processor::ffmpeg::{ffmpeg_args, output_extension, MediaOptions};
+use server::processor::media::{ffmpeg_args, file_arg, output_extension, MediaOptions};
 use server::processor::sample;
 
 use sqlx::postgres::{PgListener, PgPoolOptions};
@@ -547,11 +547,7 @@ async fn processor_rounds(
     let preset = Preset::Video1280Mp4High;
     let options = MediaOptions::parse(JobKind::Video, &preset.options())?;
     let direct_output = dir.join(format!("direct.{}", output_extension(&options)));
-    let args = ffmpeg_args(
-        &options,
-        &format!("file:{}", clip.display()),
-        Path::new(&format!("file:{}", direct_output.display())),
-    );
+    let args = ffmpeg_args(&options, &file_arg(&clip), &file_arg(&direct_output));
     println!("direct: ffmpeg {}", args.join(" "));
 
     let pool = PgPoolOptions::new()

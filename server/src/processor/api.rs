@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
-use super::ffmpeg::{content_type, MediaOptions};
+use super::media::{content_type, MediaOptions};
 use super::store::{self, NewProcessorJob, Order};
 use super::Processor;
 

@@ -11,12 +11,12 @@
 //! - [`worker`]: the pool that fetches, probes and runs ffmpeg.
 //! - [`fetch`]: downloads inputs without becoming a way into private networks.
 //! - [`webhook`]: signed reports with retries.
-//! - [`ffmpeg`], [`probe`]: options to ffmpeg arguments, progress and ffprobe parsing.
+//! - [`media`], [`probe`]: options to ffmpeg arguments, progress and ffprobe parsing.
 //! - [`sample`]: the sample clip the empty dashboard offers.
 
 pub mod api;
 pub mod fetch;
-pub mod ffmpeg;
+pub mod media;
 pub mod probe;
 pub mod sample;
 pub mod store;
@@ -294,7 +294,7 @@ mod tests {
     #[test]
     fn every_dashboard_preset_is_something_the_processor_does() {
         for preset in Preset::ALL {
-            let options = ffmpeg::MediaOptions::parse(preset.kind(), &preset.options());
+            let options = media::MediaOptions::parse(preset.kind(), &preset.options());
             assert!(options.is_ok(), "{}: {:?}", preset.id(), options.err());
         }
     }

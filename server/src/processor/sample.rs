@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::process::Command;
 use tokio_util::task::TaskTracker;
 
-use super::ffmpeg::file_arg;
+use super::media::file_arg;
 
 /// Where the app serves the files of the samples directory.
 pub const PATH: &str = "/samples";

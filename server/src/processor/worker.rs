@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use super::ffmpeg::{
+use super::media::{
     content_type, ffmpeg_args, file_arg, output_extension, MediaOptions, ProgressParser,
 };
 use super::probe::{failure_reason, ffprobe_args, parse_probe, Probe};
@@ -156,7 +156,7 @@ impl Processor {
         let name = format!("{}.{ext}", job.id);
         let part = dirs.outputs.join(format!("{}.part.{ext}", job.id));
         let part_guard = RemoveOnDrop(part.clone());
-        let args = ffmpeg_args(&options, &file_arg(&input), Path::new(&file_arg(&part)));
+        let args = ffmpeg_args(&options, &file_arg(&input), &file_arg(&part));
         let expected = options.expected_duration(probe.duration);
         self.ffmpeg(job, &args, expected, hooks).await?;
 

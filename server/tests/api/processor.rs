@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use reeltime::signature;
 use serde_json::{json, Value};
-use server::processor::ffmpeg::file_arg;
+use server::processor::media::file_arg;
 use server::processor::probe::ffprobe_args;
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
