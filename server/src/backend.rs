@@ -46,6 +46,8 @@ impl Backend {
                     max_input_bytes: local.max_input_bytes,
                     max_duration: local.max_duration,
                     sample_clip: local.sample_clip,
+                    ffmpeg: local.ffmpeg.clone(),
+                    ffprobe: local.ffprobe.clone(),
                     webhook_secret: ittybit.webhook_secret.clone(),
                 })
             }

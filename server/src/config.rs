@@ -138,6 +138,16 @@ pub const VARIABLES: &[Variable] = &[
         help: "Longest input the built-in processor accepts, in seconds.",
     },
     Variable {
+        name: "REELTIME_PROCESSOR_FFMPEG",
+        default: "ffmpeg",
+        help: "The ffmpeg program the built-in processor runs (a name on PATH or a path).",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_FFPROBE",
+        default: "ffprobe",
+        help: "The ffprobe program the built-in processor runs (a name on PATH or a path).",
+    },
+    Variable {
         name: "REELTIME_SAMPLE_CLIP",
         default: "on",
         help: "on: write a 10 s 1080p test clip into <data dir>/samples at start (once) and \
@@ -181,6 +191,8 @@ pub struct LocalProcessorSettings {
     pub max_input_bytes: u64,
     pub max_duration: Duration,
     pub sample_clip: bool,
+    pub ffmpeg: String,
+    pub ffprobe: String,
 }
 
 #[derive(Clone)]
@@ -315,6 +327,8 @@ impl Settings {
             .saturating_mul(1024 * 1024),
             max_duration: duration_secs("REELTIME_PROCESSOR_MAX_DURATION_SECS")?,
             sample_clip: switch("REELTIME_SAMPLE_CLIP", value("REELTIME_SAMPLE_CLIP"))?,
+            ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
+            ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
         };
         Ok(Settings {
             host: parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?,

@@ -15,6 +15,7 @@
 //! - [`sample`]: the sample clip the empty dashboard offers.
 
 pub mod api;
+pub mod error;
 pub mod fetch;
 pub mod media;
 pub mod probe;
@@ -79,6 +80,8 @@ struct Inner {
     api_key: SecretString,
     /// Wakes an idle worker when a job is queued.
     wake: Notify,
+    /// The tools that did not answer at start (ffmpeg, ffprobe), as `/readyz` reports them.
+    missing_tools: Vec<&'static str>,
 }
 
 /// A handle to the running processor.
@@ -110,6 +113,9 @@ pub struct LocalSettings {
     pub max_duration: Duration,
     /// Write and offer the sample clip.
     pub sample_clip: bool,
+    /// The programs run for each job.
+    pub ffmpeg: String,
+    pub ffprobe: String,
     /// What webhooks are signed with; made up when unset.
     pub webhook_secret: Option<SecretString>,
 }
@@ -165,8 +171,8 @@ pub async fn start_local(
                 first_delay: Duration::from_secs(1),
                 max_attempts: 10,
             },
-            ffmpeg: "ffmpeg".into(),
-            ffprobe: "ffprobe".into(),
+            ffmpeg: settings.ffmpeg,
+            ffprobe: settings.ffprobe,
         },
         api_key.clone(),
         webhook_secret.clone(),
@@ -192,6 +198,25 @@ pub async fn start_local(
         webhook_secret,
         sample,
     })
+}
+
+/// The tools among ffmpeg and ffprobe that cannot be run with `-version`.
+async fn missing_tools(settings: &ProcessorSettings) -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    for (name, program) in [("ffmpeg", &settings.ffmpeg), ("ffprobe", &settings.ffprobe)] {
+        let ran = tokio::process::Command::new(program)
+            .arg("-version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status()
+            .await;
+        if !ran.is_ok_and(|status| status.success()) {
+            missing.push(name);
+        }
+    }
+    missing
 }
 
 /// A random secret: 256 bits from the OS, as hex.
@@ -239,7 +264,15 @@ impl Processor {
             trusted_prefixes: settings.trusted_prefixes.clone(),
         })?;
         let webhooks = WebhookSender::new(webhook_secret, settings.webhook_retry, tasks, cancel)?;
-        let workers = settings.workers.max(1);
+        // No workers at all is for tests that step the queue with `run_one`.
+        let workers = settings.workers;
+        let missing_tools = missing_tools(&settings).await;
+        for tool in &missing_tools {
+            tracing::error!(
+                "{tool} is not installed (or does not run): the built-in processor fails every \
+                 job until it is; install ffmpeg, or set ITTYBIT_API_KEY to use Ittybit"
+            );
+        }
         let processor = Processor {
             inner: Arc::new(Inner {
                 pool,
@@ -249,6 +282,7 @@ impl Processor {
                 webhooks,
                 api_key,
                 wake: Notify::new(),
+                missing_tools,
             }),
         };
         for _ in 0..workers {
@@ -269,6 +303,11 @@ impl Processor {
             }
             None => Ok(false),
         }
+    }
+
+    /// The tools (ffmpeg, ffprobe) that did not run when the processor started.
+    pub fn missing_tools(&self) -> &[&'static str] {
+        &self.inner.missing_tools
     }
 
     /// The key its API accepts (the dashboard's client is given it at start).

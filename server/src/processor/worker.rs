@@ -6,16 +6,20 @@
 //! once its lease has run out, by this instance after a restart or by another on the same
 //! database.
 
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use backon::Retryable;
 use reeltime::JobKind;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
+use super::error::{JobError, Tool};
+use super::fetch::FetchError;
 use super::media::{
     content_type, ffmpeg_args, file_arg, output_extension, MediaOptions, ProgressParser,
 };
@@ -23,6 +27,7 @@ use super::probe::{failure_reason, ffprobe_args, parse_probe, Probe};
 use super::store::{self, ProcessorJob, MAX_STARTS};
 use super::webhook::{JobWebhooks, PROGRESS_EVERY};
 use super::Processor;
+use crate::backoff::Backoff;
 
 /// How long a claimed job stays its worker's without news; extended every few seconds.
 pub const LEASE: Duration = Duration::from_secs(30);
@@ -31,7 +36,9 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long ffprobe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries at downloading an input when the failures are worth retrying.
-const FETCH_ATTEMPTS: u32 = 3;
+const FETCH_ATTEMPTS: usize = 3;
+/// The waits between them.
+const FETCH_RETRY: Backoff = Backoff::new(Duration::from_secs(2), Duration::from_secs(8));
 /// How much of ffmpeg's stderr is kept for the error message.
 const STDERR_LIMIT: u64 = 64 * 1024;
 
@@ -85,9 +92,7 @@ impl Processor {
             .map(|url| self.inner.webhooks.track(job.id.clone(), url));
         let started = Instant::now();
         let result = if job.attempts > MAX_STARTS {
-            Err(format!(
-                "processing was interrupted {MAX_STARTS} times; giving up"
-            ))
+            Err(JobError::Interrupted(MAX_STARTS))
         } else {
             if let Some(hooks) = &hooks {
                 hooks.progress(&job.to_json());
@@ -103,16 +108,21 @@ impl Processor {
                 }
             }
         };
-        match &result {
+        let message = match &result {
             Ok(_) => {
-                tracing::info!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "job succeeded"
-                )
+                let elapsed_ms = started.elapsed().as_millis() as u64;
+                tracing::info!(elapsed_ms, "job succeeded");
+                None
             }
-            Err(reason) => tracing::info!(%reason, "job failed"),
-        }
-        let outcome = result.as_ref().map_err(String::as_str);
+            Err(err) => {
+                err.log();
+                Some(err.message())
+            }
+        };
+        let outcome = match (&result, &message) {
+            (Ok(file), _) => Ok(file),
+            (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
+        };
         match store::finish(self.pool(), &job.id, outcome).await {
             Ok(Some(finished)) => {
                 if let Some(hooks) = hooks {
@@ -127,14 +137,14 @@ impl Processor {
         }
     }
 
-    /// Does the work; `Ok` is the output's file object, `Err` a reason for a person.
+    /// Does the work; `Ok` is the output's file object.
     async fn process(
         &self,
         job: &ProcessorJob,
         hooks: Option<&JobWebhooks>,
-    ) -> Result<Value, String> {
-        let kind: JobKind = job.kind.parse().map_err(|err| format!("{err}"))?;
-        let options = MediaOptions::parse(kind, &job.options).map_err(|err| err.to_string())?;
+    ) -> Result<Value, JobError> {
+        let kind: JobKind = job.kind.parse().map_err(JobError::input)?;
+        let options = MediaOptions::parse(kind, &job.options).map_err(JobError::input)?;
         let dirs = &self.inner.dirs;
 
         let input = dirs.work.join(format!("{}.input", job.id));
@@ -142,14 +152,14 @@ impl Processor {
         self.fetch(&job.input, &input).await?;
 
         let probe = self.probe(&input).await?;
-        probe.check_kind(kind).map_err(|err| err.to_string())?;
+        probe.check_kind(kind).map_err(JobError::input)?;
         let max = self.inner.settings.max_duration;
         if let Some(duration) = probe.duration.filter(|d| *d > max.as_secs_f64()) {
-            return Err(format!(
+            return Err(JobError::Input(format!(
                 "the input is {duration:.0} s long, over the {} s limit \
                  (REELTIME_PROCESSOR_MAX_DURATION_SECS)",
                 max.as_secs()
-            ));
+            )));
         }
 
         let ext = output_extension(&options);
@@ -163,12 +173,12 @@ impl Processor {
         let output = dirs.outputs.join(&name);
         tokio::fs::rename(&part, &output)
             .await
-            .map_err(|err| format!("could not keep the output: {err}"))?;
+            .map_err(JobError::io("keep the output"))?;
         drop(part_guard);
         let size = tokio::fs::metadata(&output)
             .await
             .map(|meta| meta.len())
-            .map_err(|err| format!("could not read the output: {err}"))?;
+            .map_err(JobError::io("read the output"))?;
         let facts = self.probe(&output).await.unwrap_or_default();
         Ok(json!({
             "object": "file",
@@ -184,23 +194,26 @@ impl Processor {
     }
 
     /// Downloads the input, trying again after a network failure, a timeout or a 5xx.
-    async fn fetch(&self, url: &str, dest: &Path) -> Result<(), String> {
-        let mut attempt = 1;
-        loop {
-            match self.inner.fetcher.download(url, dest).await {
-                Ok(_) => return Ok(()),
-                Err(err) if err.is_retryable() && attempt < FETCH_ATTEMPTS => {
-                    tracing::info!(attempt, problem = %err, "fetching an input failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1 << attempt)).await;
-                    attempt += 1;
-                }
-                Err(err) => return Err(err.to_string()),
-            }
+    async fn fetch(&self, url: &str, dest: &Path) -> Result<(), JobError> {
+        let fetched = (|| self.inner.fetcher.download(url, dest))
+            .retry(FETCH_RETRY.builder(FETCH_ATTEMPTS - 1))
+            .when(FetchError::is_retryable)
+            .notify(|problem, wait| {
+                tracing::info!(%problem, ?wait, "fetching an input failed; retrying");
+            })
+            .await;
+        match fetched {
+            Ok(_) => Ok(()),
+            Err(FetchError::Io(source)) => Err(JobError::Io {
+                action: "save the downloaded input",
+                source,
+            }),
+            Err(err) => Err(JobError::input(err)),
         }
     }
 
     /// What ffprobe says about a local file.
-    async fn probe(&self, path: &Path) -> Result<Probe, String> {
+    async fn probe(&self, path: &Path) -> Result<Probe, JobError> {
         let run = Command::new(&self.inner.settings.ffprobe)
             .args(ffprobe_args(&file_arg(path)))
             .stdin(Stdio::null())
@@ -208,12 +221,23 @@ impl Processor {
             .output();
         let output = tokio::time::timeout(PROBE_TIMEOUT, run)
             .await
-            .map_err(|_| "ffprobe took too long to read the input".to_owned())?
-            .map_err(|err| missing_tool("ffprobe", &err))?;
-        if !output.status.success() {
-            return Err(failure_reason(&String::from_utf8_lossy(&output.stderr)));
+            .map_err(|_| JobError::input("ffprobe took too long to read the input"))?
+            .map_err(|err| JobError::spawn(Tool::Ffprobe, &err))?;
+        if let Some(signal) = output.status.signal() {
+            return Err(JobError::ToolFailed {
+                tool: Tool::Ffprobe,
+                reason: format!("it was killed by signal {signal}"),
+            });
         }
-        parse_probe(&output.stdout).map_err(|err| err.to_string())
+        if !output.status.success() {
+            return Err(JobError::Input(failure_reason(&String::from_utf8_lossy(
+                &output.stderr,
+            ))));
+        }
+        parse_probe(&output.stdout).map_err(|err| JobError::ToolFailed {
+            tool: Tool::Ffprobe,
+            reason: err.to_string(),
+        })
     }
 
     /// Runs ffmpeg, turning its `-progress` output into progress reports at most every
@@ -224,7 +248,7 @@ impl Processor {
         args: &[String],
         expected_secs: Option<f64>,
         hooks: Option<&JobWebhooks>,
-    ) -> Result<(), String> {
+    ) -> Result<(), JobError> {
         let mut child = Command::new(&self.inner.settings.ffmpeg)
             .args(args)
             .stdin(Stdio::null())
@@ -232,7 +256,7 @@ impl Processor {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|err| missing_tool("ffmpeg", &err))?;
+            .map_err(|err| JobError::spawn(Tool::Ffmpeg, &err))?;
         let stderr = child
             .stderr
             .take()
@@ -270,21 +294,27 @@ impl Processor {
                 }
             }
         }
-        let status = child
-            .wait()
-            .await
-            .map_err(|err| format!("ffmpeg did not finish: {err}"))?;
+        let status = child.wait().await.map_err(|err| JobError::ToolFailed {
+            tool: Tool::Ffmpeg,
+            reason: format!("waiting for it failed ({err})"),
+        })?;
         if status.success() {
             return Ok(());
+        }
+        if let Some(signal) = status.signal() {
+            return Err(JobError::ToolFailed {
+                tool: Tool::Ffmpeg,
+                reason: format!("it was killed by signal {signal}"),
+            });
         }
         let stderr = match stderr {
             Some(task) => task.await.unwrap_or_default(),
             None => String::new(),
         };
-        Err(format!(
+        Err(JobError::Input(format!(
             "ffmpeg could not process the input: {}",
             failure_reason(&stderr)
-        ))
+        )))
     }
 }
 
@@ -297,26 +327,9 @@ async fn read_limited(stream: impl AsyncRead + Unpin) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
-fn missing_tool(tool: &str, err: &std::io::Error) -> String {
-    if err.kind() == std::io::ErrorKind::NotFound {
-        format!("{tool} is not installed on the server")
-    } else {
-        format!("could not run {tool}: {err}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_missing_tool_says_so() {
-        let err = std::io::Error::from(std::io::ErrorKind::NotFound);
-        assert_eq!(
-            missing_tool("ffmpeg", &err),
-            "ffmpeg is not installed on the server"
-        );
-    }
 
     #[tokio::test]
     async fn stderr_is_kept_up_to_its_limit_and_the_rest_drained() {

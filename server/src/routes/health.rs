@@ -21,25 +21,38 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The process can do its work: the database answers.
+/// The process can do its work: the database answers, and when the built-in processor runs
+/// here, ffmpeg and ffprobe are installed.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ping = sqlx::query_scalar!(r#"select 1 as "one!""#).fetch_one(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
-        Ok(Ok(_)) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(Ok(_)) => {}
         Ok(Err(err)) => {
             tracing::warn!(error = %err, "readiness check: database unreachable");
-            unavailable()
+            return unavailable("database unreachable".into());
         }
         Err(_) => {
             tracing::warn!("readiness check: database did not answer in 2 s");
-            unavailable()
+            return unavailable("database unreachable".into());
         }
     }
+    let missing = state
+        .processor
+        .as_ref()
+        .map(|processor| processor.missing_tools())
+        .unwrap_or_default();
+    if !missing.is_empty() {
+        return unavailable(format!(
+            "{} not installed: the built-in processor cannot run jobs",
+            missing.join(" and ")
+        ));
+    }
+    (StatusCode::OK, Json(json!({ "status": "ready" })))
 }
 
-fn unavailable() -> (StatusCode, Json<Value>) {
+fn unavailable(reason: String) -> (StatusCode, Json<Value>) {
     (
         StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({ "status": "unavailable", "reason": "database unreachable" })),
+        Json(json!({ "status": "unavailable", "reason": reason })),
     )
 }

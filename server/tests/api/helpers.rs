@@ -1,4 +1,6 @@
+use std::future::Future;
 use std::sync::Once;
+use std::time::{Duration, Instant};
 
 use reqwest::Client;
 use server::config::Settings;
@@ -34,6 +36,26 @@ pub struct TestApp {
 }
 
 static TRACING: Once = Once::new();
+
+/// Poll `check` every 25 ms until it answers `Ok`, and return that; after `within`, fail the
+/// test with the last `Err` it gave (what it saw instead). For the few tests of the real
+/// background loops; the others step the dispatcher and the processor themselves.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("not so after {within:?}: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    }
+}
 
 /// Build the app as `main` does, on port 0, with a fresh database, and serve it in the
 /// background.

@@ -9,7 +9,12 @@ use serde_json::{json, Value};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::helpers::{spawn_app_with, spawn_second_instance_with, test_database_url, TestApp};
+use server::dispatch::{DispatchSettings, Dispatcher};
+use server::ittybit::{IttybitClient, IttybitConfig};
+
+use crate::helpers::{
+    eventually, spawn_app_with, spawn_second_instance_with, test_database_url, TestApp,
+};
 
 const SECRET: &str = "whsec_test_secret";
 
@@ -91,19 +96,18 @@ async fn job(app: &TestApp, id: &str) -> Value {
 
 /// Wait until the job reaches `status` (or fail after `within`).
 async fn wait_for_status(app: &TestApp, id: &str, status: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
+    eventually(within, || async {
         let current = job(app, id).await;
         if current["status"] == status {
-            return current;
+            Ok(current)
+        } else {
+            Err(format!(
+                "the job is {} (wanted {status}): {current}",
+                current["status"]
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "job stayed {} (wanted {status}): {current}",
-            current["status"]
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 async fn creates(ittybit: &MockServer) -> Vec<Request> {
@@ -250,20 +254,19 @@ async fn two_instances_send_each_of_200_jobs_exactly_once() {
     .execute(&first.pool)
     .await
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually(Duration::from_secs(30), || async {
         let pending = sqlx::query_scalar!(
             r#"select count(*) as "count!" from jobs where status = 'pending'"#
         )
         .fetch_one(&first.pool)
         .await
         .unwrap();
-        if pending == 0 {
-            break;
+        match pending {
+            0 => Ok(()),
+            n => Err(format!("{n} jobs still pending")),
         }
-        assert!(Instant::now() < deadline, "{pending} jobs still pending");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let requests = creates(&ittybit).await;
     let mut keys: Vec<String> = requests
         .iter()
@@ -307,14 +310,13 @@ async fn a_crash_between_the_call_and_storing_it_retries_with_the_same_key() {
         .spawn()
         .unwrap();
     let id = submit(&survivor, "https://example.com/crash.mp4").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while creates(&ittybit).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the doomed server never called Ittybit"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(Duration::from_secs(30), || async {
+        match creates(&ittybit).await.len() {
+            0 => Err("the doomed server never called Ittybit".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     doomed.kill().await.unwrap();
     assert_eq!(job(&survivor, &id).await["status"], "pending");
 
@@ -540,4 +542,88 @@ async fn the_reconciler_heals_a_lost_webhook() {
     let id = queued_job(&app, "job_quiet").await;
     let healed = wait_for_status(&app, &id, "succeeded", Duration::from_secs(10)).await;
     assert_eq!(healed["output_url"], "https://cdn.example.com/healed.mp4");
+}
+
+/// A dispatcher of the test's own, on the app's database, sending to `ittybit`.
+fn dispatcher(app: &TestApp, ittybit: &MockServer, concurrency: usize) -> Dispatcher {
+    let client = IttybitClient::new(IttybitConfig {
+        service: "Ittybit",
+        base_url: ittybit.uri(),
+        api_key: "test-key".to_owned().into(),
+        api_version: None,
+        timeout: Duration::from_secs(10),
+    })
+    .unwrap();
+    let settings = DispatchSettings {
+        webhook_url: app.url("/api/ittybit/callback"),
+        max_attempts: 2,
+        backoff: Duration::ZERO,
+        lease: Duration::from_secs(60),
+        reconcile_after: Duration::from_secs(600),
+        concurrency,
+    };
+    Dispatcher::new(app.pool.clone(), client, settings)
+}
+
+#[tokio::test]
+async fn the_dispatcher_can_be_stepped_one_claim_at_a_time() {
+    let (ittybit, _) = ittybit_failing_first(
+        ResponseTemplate::new(503).set_body_json(json!({ "kind": "busy", "message": "later" })),
+        1,
+    )
+    .await;
+    // No key, no processor: nothing dispatches but the test's own dispatcher.
+    let app = spawn_app_with(&[]).await;
+    let dispatcher = dispatcher(&app, &ittybit, 1);
+    let first = submit(&app, "https://example.com/first.mp4").await;
+    let second = submit(&app, "https://example.com/second.mp4").await;
+
+    // Oldest first: the first job's call is answered 503 and scheduled again at once.
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(job(&app, &first).await["status"], "pending");
+    assert_eq!(job(&app, &second).await["status"], "pending");
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(job(&app, &first).await["status"], "queued");
+    assert_eq!(job(&app, &second).await["status"], "pending");
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(job(&app, &second).await["status"], "queued");
+    assert_eq!(dispatcher.run_once().await.unwrap(), 0, "nothing left");
+
+    let keys: Vec<String> = creates(&ittybit)
+        .await
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, [first.clone(), first, second]);
+}
+
+#[tokio::test]
+async fn dispatch_gives_up_after_the_maximum_attempts() {
+    let ittybit = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/jobs"))
+        .respond_with(
+            ResponseTemplate::new(500)
+                .set_body_json(json!({ "kind": "internal", "message": "down" })),
+        )
+        .mount(&ittybit)
+        .await;
+    let app = spawn_app_with(&[]).await;
+    let dispatcher = dispatcher(&app, &ittybit, 1);
+    let id = submit(&app, "https://example.com/doomed.mp4").await;
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+    assert_eq!(
+        job(&app, &id).await["status"],
+        "pending",
+        "retried once more"
+    );
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1);
+    let failed = job(&app, &id).await;
+    assert_eq!(failed["status"], "failed");
+    assert!(
+        failed["error"].as_str().unwrap().contains("down"),
+        "{failed}"
+    );
+    assert_eq!(dispatcher.run_once().await.unwrap(), 0);
+    assert_eq!(creates(&ittybit).await.len(), 2);
 }
