@@ -312,6 +312,9 @@ pub struct Job {
     /// Grows with every write to the row, in the order the writes committed: a copy with a
     /// smaller version is older.
     pub version: i64,
+    /// The account that submitted the job (absent for jobs written by other means).
+    #[serde(default)]
+    pub created_by: Option<Uuid>,
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! server and for the browser (wasm32), so the dashboard validates input with exactly the
 //! rules the server enforces.
 
+pub mod access;
 pub mod change;
 pub mod ittybit;
 pub mod job;
@@ -12,6 +13,7 @@ pub mod page;
 pub mod signature;
 pub mod submission;
 
+pub use access::{Role, TokenScope, Viewer};
 pub use change::{ChangeOp, ChangePosition, TxSnapshot};
 pub use ittybit::{
     normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,

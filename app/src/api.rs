@@ -66,12 +66,13 @@ fn pool() -> Option<sqlx::PgPool> {
 pub async fn submit_job(input_url: String, preset: Option<String>) -> Result<Job, SubmitJobError> {
     use crate::db::{self, SubmitError};
     let pool = pool().ok_or(SubmitJobError::Unavailable)?;
+    let created_by = crate::session::current_user().map(|user| user.id);
     let submission = reeltime::JobSubmission {
         input_url,
         preset,
         kind: None,
     };
-    match db::submit_job(&pool, &submission).await {
+    match db::submit_job(&pool, &submission, created_by).await {
         Ok(job) => Ok(job),
         Err(SubmitError::Invalid(errors)) => Err(SubmitJobError::Invalid(errors)),
         Err(SubmitError::Database(err)) => {
@@ -97,9 +98,13 @@ pub async fn list_jobs(before: Option<String>) -> Result<DashboardPage, ServerFn
             tracing::error!(error = %err, "listing jobs failed");
             ServerFnError::new("The job list is unavailable right now.")
         })?;
-    // Offered on the first page only: that is where the empty dashboard shows it.
+    // Offered on the first page only, where the empty dashboard shows it, to people who may
+    // submit jobs.
+    let may_submit = crate::session::current_user().is_some_and(|user| user.role.can_write());
     let sample_url = use_context::<SampleOffer>()
-        .filter(|sample| page_is_first && sample.ready.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|sample| {
+            page_is_first && may_submit && sample.ready.load(std::sync::atomic::Ordering::Relaxed)
+        })
         .map(|sample| sample.url);
     Ok(DashboardPage { page, sample_url })
 }

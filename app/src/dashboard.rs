@@ -13,7 +13,9 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::api::{list_jobs, DashboardPage, SubmitJob, SubmitJobError};
+use crate::layout::{FlashMessage, SiteHeader};
 use crate::live::LiveState;
+use crate::session::use_session;
 use crate::store::JobStore;
 
 #[component]
@@ -26,6 +28,9 @@ pub fn Dashboard() -> impl IntoView {
     // the jobs this tab submits.
     let store = RwSignal::new(None::<JobStore>);
     let live = RwSignal::new(LiveState::Connecting);
+    let session = use_session();
+    // The session's CSRF token, for the forms that post without JavaScript.
+    let csrf = RwSignal::new(String::new());
     Effect::new(move |_| {
         if let Some(Ok(job)) = submit.value().get() {
             if let Some(store) = store.get_untracked() {
@@ -50,9 +55,7 @@ pub fn Dashboard() -> impl IntoView {
     Effect::new(move |_| hydrated.set(true));
 
     view! {
-        <header class="site-header">
-            <a class="brand" href="/">"Reeltime"</a>
-            <p class="tagline">"Live media processing"</p>
+        <SiteHeader>
             <p class="live-indicator" data-state=move || live.get().as_str() role="status">
                 {move || match live.get() {
                     LiveState::Connecting => "",
@@ -61,9 +64,17 @@ pub fn Dashboard() -> impl IntoView {
                     LiveState::Offline => "Offline",
                 }}
             </p>
-        </header>
+        </SiteHeader>
         <main class="dashboard" data-hydrated=move || hydrated.get().to_string()>
-            <SubmitForm submit/>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let info = session.await.unwrap_or_default();
+                    csrf.set(info.csrf.clone());
+                    let flash = info.flash.clone();
+                    let form = info.can_write().then(|| view! { <SubmitForm submit csrf=info.csrf/> });
+                    view! { <FlashMessage flash/>{form} }
+                })}
+            </Suspense>
             <section class="jobs" aria-labelledby="jobs-heading">
                 <h2 id="jobs-heading">"Jobs"</h2>
                 <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
@@ -74,7 +85,7 @@ pub fn Dashboard() -> impl IntoView {
                                 let jobs = JobStore::new(&page, paged);
                                 store.set(Some(jobs));
                                 view! {
-                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url/>
+                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url csrf/>
                                 }.into_any()
                             }
                             Err(err) => view! {
@@ -90,7 +101,7 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 #[component]
-fn SubmitForm(submit: ServerAction<SubmitJob>) -> impl IntoView {
+fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String) -> impl IntoView {
     let url_input = NodeRef::<html::Input>::new();
     let preset_select = NodeRef::<html::Select>::new();
     // Errors found in the browser before anything is sent.
@@ -146,6 +157,7 @@ fn SubmitForm(submit: ServerAction<SubmitJob>) -> impl IntoView {
             novalidate
             on:submit=on_submit
         >
+            <input type="hidden" name="csrf" value=csrf/>
             <div class="field">
                 <label for="input_url">"Media URL"</label>
                 <input
@@ -191,6 +203,7 @@ fn JobTable(
     live: RwSignal<LiveState>,
     submit: ServerAction<SubmitJob>,
     sample_url: Option<String>,
+    csrf: RwSignal<String>,
 ) -> impl IntoView {
     // In the browser: follow the change feed from the position the page was read at.
     #[cfg(feature = "hydrate")]
@@ -226,6 +239,7 @@ fn JobTable(
         };
         view! {
             <form class="sample-form" method="post" action=SubmitJob::PATH on:submit=on_submit>
+                <input type="hidden" name="csrf" value=move || csrf.get()/>
                 <input type="hidden" name="input_url" value=url/>
                 <input type="hidden" name="preset" value=preset/>
                 <button type="submit" class="secondary" disabled=move || submit.pending().get()>

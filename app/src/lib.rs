@@ -3,11 +3,15 @@
 //! Compiled twice: with `ssr` into the server (rendering, server functions, database access)
 //! and with `hydrate` into the browser bundle.
 
+pub mod account;
+pub mod admin;
 pub mod api;
 mod dashboard;
 #[cfg(feature = "ssr")]
 pub mod db;
+mod layout;
 mod live;
+pub mod session;
 mod store;
 
 use leptos::prelude::*;
@@ -41,11 +45,19 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 
 #[component]
 pub fn App() -> impl IntoView {
+    // Who is looking: read once per page load, rendered into the first HTML and reused by the
+    // browser without asking again.
+    let session: session::SessionResource = Resource::new(|| (), |_| session::whoami());
+    provide_context(session);
     view! {
         <Router>
             <Routes fallback=NotFound>
                 // Async: the first HTML already holds the job list, so there is no loading flash.
                 <Route path=StaticSegment("") view=Dashboard ssr=SsrMode::Async/>
+                <Route path=StaticSegment("login") view=account::LoginPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("setup") view=account::SetupPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("account") view=account::AccountPage ssr=SsrMode::Async/>
+                <Route path=(StaticSegment("admin"), StaticSegment("users")) view=admin::UsersPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

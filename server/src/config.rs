@@ -42,7 +42,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "REELTIME_PUBLIC_URL",
         default: "http://<host>:<port>",
-        help: "The URL people and webhooks reach this server at.",
+        help: "The URL people and webhooks reach this server at. Required when listening on \
+               every interface (0.0.0.0 or ::); https makes cookies Secure and sends HSTS.",
     },
     Variable {
         name: "REELTIME_DB_MAX_CONNECTIONS",
@@ -78,7 +79,7 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "ITTYBIT_WEBHOOK_SECRET",
         default: "(unset: refused, or random for the built-in processor)",
-        help: "The secret Ittybit signs webhooks with (HMAC-SHA256).",
+        help: "The secret Ittybit signs webhooks with (HMAC-SHA256); at least 32 bytes.",
     },
     Variable {
         name: "ITTYBIT_TIMEOUT_SECS",
@@ -154,6 +155,42 @@ pub const VARIABLES: &[Variable] = &[
                offer it on the empty dashboard; off: don't.",
     },
     Variable {
+        name: "REELTIME_SESSION_HOURS",
+        default: "168",
+        help: "A session ends after this many hours without use (people sign in again).",
+    },
+    Variable {
+        name: "REELTIME_SIGN_INS_PER_MINUTE",
+        default: "10",
+        help: "Sign-in attempts allowed per account per minute (three times as many per client \
+               address); more are answered 429 with Retry-After.",
+    },
+    Variable {
+        name: "REELTIME_SUBMISSIONS_PER_MINUTE",
+        default: "60",
+        help: "Jobs one person may submit per minute.",
+    },
+    Variable {
+        name: "REELTIME_STREAMS_PER_USER",
+        default: "20",
+        help: "Live event streams (open dashboards, scripts) one person may hold open at once.",
+    },
+    Variable {
+        name: "REELTIME_KEEP_JOBS_DAYS",
+        default: "30",
+        help: "Finished jobs are deleted after this many days.",
+    },
+    Variable {
+        name: "REELTIME_KEEP_OUTPUTS_DAYS",
+        default: "30",
+        help: "The built-in processor deletes its output files after this many days.",
+    },
+    Variable {
+        name: "REELTIME_KEEP_DELIVERIES_DAYS",
+        default: "30",
+        help: "The log of webhook deliveries keeps this many days.",
+    },
+    Variable {
         name: "LEPTOS_SITE_ROOT",
         default: "target/site",
         help: "Folder holding the built browser bundle (pkg/) and public assets.",
@@ -195,6 +232,26 @@ pub struct LocalProcessorSettings {
     pub ffprobe: String,
 }
 
+/// Accounts and access.
+#[derive(Clone, Debug)]
+pub struct AccessSettings {
+    pub session_idle: Duration,
+    pub sign_ins_per_minute: u32,
+    pub submissions_per_minute: u32,
+    pub streams_per_user: usize,
+}
+
+/// How long things are kept.
+#[derive(Clone, Debug)]
+pub struct Retention {
+    pub jobs: Duration,
+    pub outputs: Duration,
+    pub deliveries: Duration,
+}
+
+/// The shortest webhook secret accepted: an HMAC key should be as long as the hash.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 32;
+
 #[derive(Clone)]
 pub struct Settings {
     pub host: IpAddr,
@@ -208,6 +265,8 @@ pub struct Settings {
     pub ittybit: IttybitSettings,
     pub processor: LocalProcessorSettings,
     pub change_retention: Duration,
+    pub access: AccessSettings,
+    pub retention: Retention,
     pub site_root: PathBuf,
     pub log_filter: String,
 }
@@ -236,6 +295,8 @@ impl fmt::Debug for Settings {
             )
             .field("processor", &self.processor)
             .field("change_retention", &self.change_retention)
+            .field("access", &self.access)
+            .field("retention", &self.retention)
             .field("site_root", &self.site_root)
             .finish()
     }
@@ -288,11 +349,52 @@ impl Settings {
                 });
             }
         };
+        let webhook_secret = var("ITTYBIT_WEBHOOK_SECRET");
+        if let Some(secret) = &webhook_secret {
+            if secret.len() < MIN_WEBHOOK_SECRET_BYTES {
+                return Err(ConfigError {
+                    name: "ITTYBIT_WEBHOOK_SECRET",
+                    problem: format!(
+                        "is {} bytes long; use at least {MIN_WEBHOOK_SECRET_BYTES} \
+                         (e.g. `openssl rand -hex 32`)",
+                        secret.len()
+                    ),
+                });
+            }
+        }
+        let days = |name: &'static str| {
+            at_least_one(name, whole(name)?).map(|d| Duration::from_secs(d.saturating_mul(86_400)))
+        };
+        let access = AccessSettings {
+            session_idle: Duration::from_secs(
+                at_least_one("REELTIME_SESSION_HOURS", whole("REELTIME_SESSION_HOURS")?)?
+                    .saturating_mul(3600),
+            ),
+            sign_ins_per_minute: at_least_one(
+                "REELTIME_SIGN_INS_PER_MINUTE",
+                whole("REELTIME_SIGN_INS_PER_MINUTE")?,
+            )?
+            .min(u64::from(u32::MAX)) as u32,
+            submissions_per_minute: at_least_one(
+                "REELTIME_SUBMISSIONS_PER_MINUTE",
+                whole("REELTIME_SUBMISSIONS_PER_MINUTE")?,
+            )?
+            .min(u64::from(u32::MAX)) as u32,
+            streams_per_user: at_least_one(
+                "REELTIME_STREAMS_PER_USER",
+                whole("REELTIME_STREAMS_PER_USER")?,
+            )? as usize,
+        };
+        let retention = Retention {
+            jobs: days("REELTIME_KEEP_JOBS_DAYS")?,
+            outputs: days("REELTIME_KEEP_OUTPUTS_DAYS")?,
+            deliveries: days("REELTIME_KEEP_DELIVERIES_DAYS")?,
+        };
         let ittybit = IttybitSettings {
             api_key: var("ITTYBIT_API_KEY").map(SecretString::from),
             api_url: http_url("ITTYBIT_API_URL", value("ITTYBIT_API_URL"))?,
             api_version: var("ITTYBIT_API_VERSION"),
-            webhook_secret: var("ITTYBIT_WEBHOOK_SECRET").map(SecretString::from),
+            webhook_secret: webhook_secret.map(SecretString::from),
             timeout: duration_secs("ITTYBIT_TIMEOUT_SECS")?,
             max_attempts: at_least_one(
                 "REELTIME_DISPATCH_MAX_ATTEMPTS",
@@ -330,8 +432,22 @@ impl Settings {
             ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
             ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
         };
+        let host: IpAddr = parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?;
+        let public_url = var("REELTIME_PUBLIC_URL")
+            .map(|url| http_url("REELTIME_PUBLIC_URL", url))
+            .transpose()?;
+        if host.is_unspecified() && public_url.is_none() {
+            return Err(ConfigError {
+                name: "REELTIME_PUBLIC_URL",
+                problem: format!(
+                    "must be set when listening on every interface (REELTIME_HOST={host}): \
+                     it is the address people, webhooks and the browser's security checks use, \
+                     e.g. https://reeltime.example.com"
+                ),
+            });
+        }
         Ok(Settings {
-            host: parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?,
+            host,
             port: parse(
                 "REELTIME_PORT",
                 value("REELTIME_PORT"),
@@ -339,9 +455,7 @@ impl Settings {
             )?,
             database_url,
             data_dir: value("REELTIME_DATA_DIR").into(),
-            public_url: var("REELTIME_PUBLIC_URL")
-                .map(|url| http_url("REELTIME_PUBLIC_URL", url))
-                .transpose()?,
+            public_url,
             db_max_connections: at_least_one(
                 "REELTIME_DB_MAX_CONNECTIONS",
                 whole("REELTIME_DB_MAX_CONNECTIONS")?,
@@ -355,6 +469,8 @@ impl Settings {
             )?),
             ittybit,
             processor,
+            access,
+            retention,
             site_root: value("LEPTOS_SITE_ROOT").into(),
             log_filter: value("RUST_LOG"),
         })
@@ -362,9 +478,10 @@ impl Settings {
 
     /// The public base URL, defaulting to the listening address.
     pub fn public_url_or(&self, port: u16) -> String {
-        self.public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}:{port}", self.host))
+        self.public_url.clone().unwrap_or_else(|| {
+            let address = std::net::SocketAddr::new(self.host, port);
+            format!("http://{address}")
+        })
     }
 }
 
@@ -418,7 +535,9 @@ fn http_url(name: &'static str, url: String) -> Result<String, ConfigError> {
 pub fn help_text() -> String {
     let mut out = String::from(
         "Reeltime: a live media-processing dashboard.\n\n\
-         Usage: reeltime [--help | --version]\n\n\
+         Usage: reeltime [serve]               run the server\n\
+         \x20      reeltime user <command>      manage accounts (reeltime user --help)\n\
+         \x20      reeltime --help | --version\n\n\
          Configuration comes from environment variables:\n\n",
     );
     let width = VARIABLES.iter().map(|v| v.name.len()).max().unwrap_or(0);
@@ -511,7 +630,10 @@ mod tests {
         let s = settings(&[
             ("DATABASE_URL", "postgres://u:hunter2@h/db"),
             ("ITTYBIT_API_KEY", "key-hunter3"),
-            ("ITTYBIT_WEBHOOK_SECRET", "whsec-hunter4"),
+            (
+                "ITTYBIT_WEBHOOK_SECRET",
+                "whsec-hunter4-0123456789abcdef0123456789",
+            ),
         ])
         .unwrap();
         let debug = format!("{s:?}");
@@ -536,5 +658,31 @@ mod tests {
                 v.name
             );
         }
+    }
+
+    #[test]
+    fn a_short_webhook_secret_is_refused() {
+        let err = settings(&[("ITTYBIT_WEBHOOK_SECRET", "whsec_short")])
+            .err()
+            .unwrap();
+        assert_eq!(err.name, "ITTYBIT_WEBHOOK_SECRET");
+        assert!(err.to_string().contains("at least 32"), "{err}");
+        assert!(
+            !err.to_string().contains("whsec_short"),
+            "the secret is not echoed"
+        );
+    }
+
+    #[test]
+    fn every_interface_needs_a_public_url_and_ipv6_gets_brackets() {
+        let err = settings(&[("REELTIME_HOST", "0.0.0.0")]).err().unwrap();
+        assert_eq!(err.name, "REELTIME_PUBLIC_URL");
+        assert!(settings(&[
+            ("REELTIME_HOST", "0.0.0.0"),
+            ("REELTIME_PUBLIC_URL", "https://reeltime.example.com/")
+        ])
+        .is_ok());
+        let s = settings(&[("REELTIME_HOST", "::1")]).unwrap();
+        assert_eq!(s.public_url_or(3000), "http://[::1]:3000");
     }
 }

@@ -154,6 +154,20 @@ impl EmbeddedPostgres {
         Ok(pg)
     }
 
+    /// How to reach the `reeltime` database of a cluster another process runs under
+    /// `data_dir` (the command line uses it while the server is up).
+    pub fn running_options(data_dir: &Path) -> PgConnectOptions {
+        let cluster_dir = fs::canonicalize(data_dir)
+            .unwrap_or_else(|_| data_dir.to_owned())
+            .join("postgres");
+        PgConnectOptions::new()
+            .socket(&cluster_dir)
+            .port(SOCKET_PORT)
+            .username(SUPERUSER)
+            .database(DATABASE)
+            .disable_statement_logging()
+    }
+
     /// How to reach the `reeltime` database.
     pub fn connect_options(&self) -> PgConnectOptions {
         self.options_for(DATABASE)

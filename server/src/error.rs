@@ -20,6 +20,9 @@ pub enum ApiError {
     BadRequest(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The job's state does not allow it (yet).
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("unsupported media type: {0}")]
@@ -40,6 +43,7 @@ impl ApiError {
             }
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,6 +65,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest(message) => json!({ "error": "bad_request", "message": message }),
             ApiError::NotFound(message) => json!({ "error": "not_found", "message": message }),
+            ApiError::Conflict(message) => json!({ "error": "conflict", "message": message }),
             ApiError::PayloadTooLarge => json!({
                 "error": "payload_too_large",
                 "message": "The request body is too large.",

@@ -1,14 +1,17 @@
 //! The Reeltime server: configuration, start-up, routes, and the embedded Postgres.
 
+pub mod auth;
 pub mod backend;
 pub mod backoff;
 pub mod changes;
+pub mod cli;
 pub mod config;
 pub mod dispatch;
 pub mod embedded_pg;
 pub mod error;
 pub mod ittybit;
 pub mod processor;
+pub mod retention;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

@@ -1,12 +1,14 @@
 use std::process::ExitCode;
 
+use server::cli;
 use server::config::{help_text, Settings};
 use server::startup::{shutdown_signal, Application};
 use server::telemetry;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match std::env::args().nth(1).as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
         Some("-h" | "--help") => {
             print!("{}", help_text());
             return ExitCode::SUCCESS;
@@ -15,11 +17,12 @@ async fn main() -> ExitCode {
             println!("reeltime {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
+        Some("user") => return user(&args[1..]).await,
+        Some("serve") | None => {}
         Some(other) => {
             eprintln!("reeltime: unknown argument {other:?}\n\n{}", help_text());
             return ExitCode::from(2);
         }
-        None => {}
     }
 
     let settings = match Settings::from_env() {
@@ -43,6 +46,13 @@ async fn main() -> ExitCode {
         }
     };
     let url = settings.public_url_or(app.port());
+    if let Some(link) = app.setup_link() {
+        // On standard output only: the link is a one-time secret, and logs travel further.
+        println!(
+            "No account exists yet. Open this link to create the first admin (it works once, \
+             for 24 hours):\n  {link}"
+        );
+    }
     tracing::info!("Reeltime is running at {url}");
     println!("Reeltime is running at {url}");
 
@@ -50,6 +60,27 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("server error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `reeltime user …`.
+async fn user(args: &[String]) -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("reeltime: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli::user(&settings, args).await {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(problem) => {
+            eprintln!("reeltime user: {problem}");
             ExitCode::FAILURE
         }
     }

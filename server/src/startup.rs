@@ -9,6 +9,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +21,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::limits::{LimitSettings, Limits};
+use crate::auth::rules::Rules;
+use crate::auth::secrets::random_hex;
+use crate::auth::{setup, Auth, Origins};
 use crate::backend::Backend;
 use crate::changes::ChangeFeed;
 use crate::config::Settings;
@@ -27,6 +32,7 @@ use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::embedded_pg::{EmbeddedPgError, EmbeddedPostgres};
 use crate::ittybit::{IttybitClient, IttybitConfig};
 use crate::processor::{self, Processor, StartError};
+use crate::retention::Cleanup;
 use crate::routes::ittybit::CALLBACK_PATH;
 use crate::routes::{router, AppState};
 
@@ -64,6 +70,7 @@ pub struct Application {
     processor: Option<Processor>,
     tasks: TaskTracker,
     cancel: CancellationToken,
+    setup_link: Option<String>,
 }
 
 impl Application {
@@ -90,6 +97,20 @@ impl Application {
             &tasks,
             &cancel,
         );
+        let access = &settings.access;
+        let auth = Auth {
+            pool: pool.clone(),
+            rules: Arc::new(Rules::new()),
+            limits: Limits::new(LimitSettings {
+                sign_ins_per_minute: access.sign_ins_per_minute,
+                submissions_per_minute: access.submissions_per_minute,
+                streams_per_user: access.streams_per_user,
+            }),
+            origins: Arc::new(Origins::new(&public_url, &self_authority(local))),
+            link_key: random_hex().into_bytes().into(),
+            processor_key: None,
+            https: public_url.starts_with("https://"),
+        };
         let mut state = AppState {
             pool: pool.clone(),
             feed: feed.clone(),
@@ -98,6 +119,9 @@ impl Application {
             leptos_options: leptos_options(settings, local),
             processor: None,
             sample: None,
+            auth,
+            session_idle: time::Duration::try_from(access.session_idle)
+                .unwrap_or(time::Duration::WEEK),
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {
@@ -108,7 +132,7 @@ impl Application {
                 Some(client)
             }
             Backend::Local(local_settings) => {
-                let self_url = self_url(local);
+                let self_url = format!("http://{}", self_authority(local));
                 let local = processor::start_local(
                     pool.clone(),
                     local_settings,
@@ -119,6 +143,7 @@ impl Application {
                 )
                 .await?;
                 state.webhook_secret = Some(local.webhook_secret);
+                state.auth.processor_key = Some(local.api_key.clone());
                 state.service = processor::SERVICE;
                 state.processor = Some(local.processor);
                 state.sample = local.sample;
@@ -150,6 +175,16 @@ impl Application {
             };
             Dispatcher::new(pool.clone(), client, dispatch).start(&feed, &tasks, &cancel);
         }
+        Cleanup {
+            pool: pool.clone(),
+            retention: settings.retention.clone(),
+            processor: state.processor.clone(),
+            auth: state.auth.clone(),
+        }
+        .start(&tasks, &cancel);
+        let setup_link = setup::link(&pool, &public_url)
+            .await
+            .map_err(StartupError::Connect)?;
         let processor = state.processor.clone();
         Ok(Application {
             listener,
@@ -159,6 +194,7 @@ impl Application {
             processor,
             tasks,
             cancel,
+            setup_link,
         })
     }
 
@@ -168,6 +204,11 @@ impl Application {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// While no account exists: the one-time link that creates the first admin (print it).
+    pub fn setup_link(&self) -> Option<&str> {
+        self.setup_link.as_deref()
     }
 
     /// The built-in processor, when it runs here.
@@ -190,16 +231,20 @@ impl Application {
             processor: _,
             tasks,
             cancel,
+            setup_link: _,
         } = self;
         // Graceful shutdown waits for every response to finish, and a live stream never
         // would: cancelling ends them too.
         let stopping = cancel.clone();
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                stopping.cancel();
-            })
-            .await;
+        let served = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.cancel();
+        })
+        .await;
         cancel.cancel();
         tasks.close();
         if tokio::time::timeout(TASKS_GRACE, tasks.wait())
@@ -252,15 +297,15 @@ fn leptos_options(settings: &Settings, local: SocketAddr) -> LeptosOptions {
         .build()
 }
 
-/// Where this process reaches itself: the listening address, loopback if it listens on every
-/// interface.
-fn self_url(local: SocketAddr) -> String {
+/// Where this process reaches itself (`host:port`): the listening address, loopback if it
+/// listens on every interface.
+fn self_authority(local: SocketAddr) -> String {
     let loopback = match local.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         ip if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    format!("http://{}", SocketAddr::new(loopback, local.port()))
+    SocketAddr::new(loopback, local.port()).to_string()
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -6,6 +6,7 @@ use reeltime::{
     PageLimit, TxSnapshot,
 };
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use super::changes::log_horizon;
 
@@ -21,24 +22,34 @@ pub enum SubmitError {
 /// The one way a job is submitted, for the form's server function and `POST /api/jobs` alike:
 /// validate, insert, return the stored job. Invalid input writes nothing.
 #[tracing::instrument(skip_all, fields(job_id = tracing::field::Empty))]
-pub async fn submit_job(pool: &PgPool, submission: &JobSubmission) -> Result<Job, SubmitError> {
+pub async fn submit_job(
+    pool: &PgPool,
+    submission: &JobSubmission,
+    created_by: Option<Uuid>,
+) -> Result<Job, SubmitError> {
     let new_job = submission.validate().map_err(SubmitError::Invalid)?;
-    let job = insert_job(pool, &new_job).await?;
+    let job = insert_job(pool, &new_job, created_by).await?;
     tracing::Span::current().record("job_id", tracing::field::display(job.id));
     tracing::info!(kind = %job.kind, "job submitted");
     Ok(job)
 }
 
-pub async fn insert_job(pool: &PgPool, job: &NewJob) -> Result<Job, sqlx::Error> {
+/// Store a validated job, created by `created_by` (a person; `None` for other writers).
+pub async fn insert_job(
+    pool: &PgPool,
+    job: &NewJob,
+    created_by: Option<Uuid>,
+) -> Result<Job, sqlx::Error> {
     sqlx::query_as!(
         Job,
-        "insert into jobs (input_url, kind, options) values ($1, $2, $3)
+        "insert into jobs (input_url, kind, options, created_by) values ($1, $2, $3, $4)
          returning id, input_url, kind, options, status, task_id, output_url, error,
              created_at, updated_at, progress, output_duration_ms, output_size, output_width,
-             output_height, version",
+             output_height, version, created_by",
         job.input_url.as_str(),
         job.kind().as_str(),
         job.options(),
+        created_by,
     )
     .fetch_one(pool)
     .await
@@ -49,7 +60,7 @@ pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Erro
         Job,
         "select id, input_url, kind, options, status, task_id, output_url, error, created_at,
              updated_at, progress, output_duration_ms, output_size, output_width, output_height,
-             version
+             version, created_by
          from jobs where id = $1",
         id.0,
     )
@@ -90,7 +101,7 @@ pub async fn list_jobs_with_snapshot(
                 Job,
                 "select id, input_url, kind, options, status, task_id, output_url, error,
                      created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, version
+                     output_width, output_height, version, created_by
                  from jobs order by created_at desc, id desc limit $1",
                 fetch,
             )
@@ -102,7 +113,7 @@ pub async fn list_jobs_with_snapshot(
                 Job,
                 "select id, input_url, kind, options, status, task_id, output_url, error,
                      created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, version
+                     output_width, output_height, version, created_by
                  from jobs where (created_at, id) < ($1, $2)
                  order by created_at desc, id desc limit $3",
                 cursor.created_at,
@@ -252,4 +263,25 @@ pub async fn fail_pending(pool: &PgPool, id: JobId, error: &str) -> Result<bool,
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Delete finished jobs last changed before `older_than` ago, at most `batch` of them;
+/// returns how many went.
+pub async fn delete_finished_before(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from jobs where id in (
+             select id from jobs
+             where reeltime_status_terminal(status)
+               and updated_at < now() - make_interval(secs => $1)
+             limit $2)",
+        older_than.as_secs_f64(),
+        batch,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

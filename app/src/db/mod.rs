@@ -16,6 +16,7 @@
 pub mod changes;
 pub mod jobs;
 pub mod outbox;
+pub mod users;
 pub mod webhooks;
 
 pub use changes::{log_horizon, log_position, Change};

@@ -32,3 +32,23 @@ pub async fn record(pool: &PgPool, delivery: &Delivery<'_>) -> Result<(), sqlx::
     .await?;
     Ok(())
 }
+
+/// Delete deliveries received before `older_than` ago, at most `batch` of them; returns how
+/// many went.
+pub async fn delete_before(
+    pool: &PgPool,
+    older_than: std::time::Duration,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        "delete from webhook_deliveries where id in (
+             select id from webhook_deliveries
+             where received_at < now() - make_interval(secs => $1)
+             order by id limit $2)",
+        older_than.as_secs_f64(),
+        batch,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

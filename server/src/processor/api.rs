@@ -256,7 +256,7 @@ async fn list_jobs(
 }
 
 /// An output file name as the processor writes them: `job_<hex>.<ext>`.
-fn is_output_name(name: &str) -> bool {
+pub(super) fn is_output_name(name: &str) -> bool {
     let Some((stem, ext)) = name.split_once('.') else {
         return false;
     };

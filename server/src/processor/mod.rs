@@ -19,6 +19,7 @@ pub mod error;
 pub mod fetch;
 pub mod media;
 pub mod probe;
+pub mod retention;
 pub mod sample;
 pub mod store;
 pub mod webhook;
@@ -258,6 +259,7 @@ impl Processor {
             }
         }
         let fetcher = Fetcher::new(FetchSettings {
+            own_key: Some(api_key.clone()),
             allow_private: settings.allow_private,
             max_bytes: settings.max_input_bytes,
             timeout: settings.fetch_timeout,

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use futures::stream;
 use reeltime::{ChangePosition, PageLimit, TxSnapshot};
 use serde::Deserialize;
@@ -25,6 +25,9 @@ use tokio_util::sync::CancellationToken;
 use app::db::changes::{pruned_through, read_changes};
 
 use super::AppState;
+use crate::auth::gate::too_many;
+use crate::auth::limits::StreamSlot;
+use crate::auth::CurrentUser;
 use crate::changes::{ChangeFeed, Frame, Message};
 use crate::error::{ApiError, ApiQuery};
 
@@ -44,9 +47,19 @@ struct EventsParams {
 
 async fn events(
     State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<EventsParams>,
 ) -> Result<Response, ApiError> {
+    let Some(slot) = state.auth.limits.open_stream(user.id) else {
+        return Ok(too_many(
+            5,
+            &format!(
+                "You have {} live streams open already; close a dashboard tab and try again.",
+                state.auth.limits.streams_per_user()
+            ),
+        ));
+    };
     // The header wins: on reconnect it holds the last event the browser saw, while the URL
     // still carries the position the page first subscribed from.
     let resume = match headers.get("last-event-id").and_then(|v| v.to_str().ok()) {
@@ -68,6 +81,7 @@ async fn events(
         last: ChangePosition::START,
         reflected: None,
         phase: Phase::Start(resume),
+        _slot: slot,
     };
     let body = Body::from_stream(stream::unfold(subscriber, |s| async move {
         s.next()
@@ -107,6 +121,8 @@ struct Subscriber {
     /// After a reset: the snapshot it was read in. Changes it already reflects are skipped.
     reflected: Option<TxSnapshot>,
     phase: Phase,
+    /// One of the person's allowed streams, freed when this one ends.
+    _slot: StreamSlot,
 }
 
 impl Subscriber {

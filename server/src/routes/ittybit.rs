@@ -54,6 +54,11 @@ async fn callback(
     } else {
         &body[..body.len().min(UNVERIFIED_BODY_KEPT)]
     };
+    if !outcome.signature_ok && !state.auth.limits.record_unsigned_callback() {
+        // Past the cap on unsigned attempts: counted in the log, not kept.
+        tracing::debug!("an unsigned callback over the recording cap was not logged");
+        return answer;
+    }
     let report = outcome.report.as_ref();
     let delivery = Delivery {
         signature_ok: outcome.signature_ok,

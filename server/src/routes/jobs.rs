@@ -5,11 +5,12 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use reeltime::{Job, JobId, JobPage, JobSubmission, PageCursor, PageLimit};
 use serde::Deserialize;
 
 use super::AppState;
+use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Largest job submission accepted.
@@ -19,15 +20,17 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", get(list).post(create))
         .route("/api/jobs/{id}", get(read))
+        .route("/api/jobs/{id}/output-link", get(output_link))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMISSION_BYTES))
 }
 
 /// `POST /api/jobs` with `{"input_url": "...", "preset": "...", "kind": "..."}`.
 async fn create(
     State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
     ApiJson(submission): ApiJson<JobSubmission>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let job = db::submit_job(&state.pool, &submission)
+    let job = db::submit_job(&state.pool, &submission, Some(user.id))
         .await
         .map_err(|err| match err {
             SubmitError::Invalid(fields) => ApiError::Validation(fields),
@@ -78,4 +81,42 @@ async fn read(
         .await?
         .map(Json)
         .ok_or_else(not_found)
+}
+
+/// How long a signed output link works.
+const LINK_LIFETIME: time::Duration = time::Duration::hours(1);
+
+/// `GET /api/jobs/{id}/output-link`: a link to the job's output that works without signing in
+/// for an hour (for a player or a download outside the dashboard). Outputs this server serves
+/// get a signature; others (Ittybit's) are returned as they are.
+async fn output_link(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let not_found = || ApiError::NotFound(format!("There is no job {id:?}."));
+    let job_id: JobId = id.parse().map_err(|_| not_found())?;
+    let job = db::get_job(&state.pool, job_id)
+        .await?
+        .ok_or_else(not_found)?;
+    let output = job
+        .output_url
+        .filter(|_| job.status == reeltime::JobStatus::Succeeded)
+        .ok_or_else(|| ApiError::Conflict("The job has no output yet.".into()))?;
+    let ours = url::Url::parse(&output)
+        .ok()
+        .filter(|url| url.path().starts_with(crate::processor::MOUNT));
+    let Some(url) = ours else {
+        return Ok(Json(
+            serde_json::json!({ "url": output, "expires_at": null }),
+        ));
+    };
+    let expires = time::OffsetDateTime::now_utc() + LINK_LIFETIME;
+    let query = crate::auth::secrets::sign_path(&state.auth.link_key, url.path(), expires);
+    let expires_at = expires
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "url": format!("{output}?{query}"),
+        "expires_at": expires_at,
+    })))
 }

@@ -2,6 +2,7 @@
 //! resources (one module each), the dashboard's pages, the static files and the middleware
 //! together. `startup` builds the state and serves this router; nothing here starts anything.
 
+pub mod account;
 pub mod events;
 pub mod health;
 pub mod ittybit;
@@ -16,7 +17,9 @@ use axum::extract::FromRef;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use leptos::config::LeptosOptions;
-use leptos::prelude::provide_context;
+use leptos::nonce::Nonce;
+use leptos::prelude::{provide_context, use_context};
+use leptos_axum::ResponseOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use sqlx::PgPool;
 use tower::ServiceBuilder;
@@ -26,7 +29,12 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
 
+use crate::auth::headers::{page_policy, security_headers};
+use crate::auth::store::PgSessionStore;
+use crate::auth::{gate::gate, Auth, COOKIE};
 use crate::changes::ChangeFeed;
 use crate::processor::sample::{self, SampleClip};
 use crate::processor::{Processor, MOUNT};
@@ -48,6 +56,10 @@ pub struct AppState {
     pub processor: Option<Processor>,
     /// The sample clip the empty dashboard offers.
     pub sample: Option<SampleClip>,
+    /// Who may do what, and the limits on how often.
+    pub auth: Auth,
+    /// How long a session lasts without use.
+    pub session_idle: time::Duration,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -63,12 +75,20 @@ pub fn router(state: AppState) -> Router {
         url: clip.url.clone(),
         ready: clip.ready.clone(),
     });
-    // What the server functions and the pages take from context.
+    // What the server functions and the pages take from context; and each page's nonce, which
+    // the hydration scripts carry and the page's Content-Security-Policy names.
     let context = move || {
         provide_context(pool.clone());
         if let Some(offer) = &offer {
             provide_context(offer.clone());
         }
+        let nonce = Nonce::new();
+        if let Some(response) = use_context::<ResponseOptions>() {
+            if let Ok(policy) = axum::http::HeaderValue::from_str(&page_policy(&nonce)) {
+                response.insert_header(axum::http::header::CONTENT_SECURITY_POLICY, policy);
+            }
+        }
+        provide_context(nonce);
     };
     let app_shell = {
         let options = leptos_options.clone();
@@ -90,6 +110,12 @@ pub fn router(state: AppState) -> Router {
         .precompressed_gzip()
         .fallback(not_found);
 
+    let sessions = SessionManagerLayer::new(PgSessionStore::new(state.pool.clone()))
+        .with_name(COOKIE)
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.auth.https)
+        .with_expiry(Expiry::OnInactivity(state.session_idle));
     let request_id = HeaderName::from_static("x-request-id");
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -106,6 +132,12 @@ pub fn router(state: AppState) -> Router {
             .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
         .layer(PropagateRequestIdLayer::new(request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.https,
+            security_headers,
+        ))
+        .layer(sessions)
+        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), gate))
         // Media is compressed already, and compressing it would break range requests.
         .layer(CompressionLayer::new().compress_when(
             DefaultPredicate::new()
@@ -123,6 +155,7 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .merge(health::router())
+        .merge(account::router())
         .merge(jobs::router())
         .merge(events::router())
         .merge(ittybit::router())

@@ -12,6 +12,8 @@ use tokio::process::{Child, Command};
 struct Running {
     child: Child,
     address: String,
+    /// The first-admin link, printed while no account exists.
+    setup_link: Option<String>,
 }
 
 fn scratch_dir() -> PathBuf {
@@ -40,17 +42,45 @@ async fn start(data_dir: &Path) -> Running {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let address = tokio::time::timeout(Duration::from_secs(90), async {
+    let (address, setup_link) = tokio::time::timeout(Duration::from_secs(90), async {
+        let mut setup_link = None;
         while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("/setup?token=") {
+                setup_link = Some(line.trim().to_owned());
+            }
             if let Some(url) = line.strip_prefix("Reeltime is running at ") {
-                return url.to_owned();
+                return (url.to_owned(), setup_link);
             }
         }
         panic!("reeltime exited before it was ready");
     })
     .await
     .expect("reeltime started within 90 s");
-    Running { child, address }
+    Running {
+        child,
+        address,
+        setup_link,
+    }
+}
+
+/// Create the first admin through the printed link; the client is signed in after.
+async fn set_up(client: &reqwest::Client, link: &str) {
+    let token = link.split("token=").nth(1).unwrap();
+    let origin = link.split("/setup").next().unwrap();
+    let response = client
+        .post(format!("{origin}/setup"))
+        .header("origin", origin)
+        .form(&[
+            ("token", token),
+            ("email", "first@example.com"),
+            ("password", crate::helpers::PASSWORD),
+            ("confirm", crate::helpers::PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/");
 }
 
 impl Running {
@@ -98,13 +128,25 @@ async fn wait_gone(pid: i32) -> bool {
 #[tokio::test]
 async fn starts_from_nothing_keeps_data_across_restarts_and_leaves_nothing_running() {
     let data_dir = scratch_dir();
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
 
-    // First start: creates the cluster, migrates, serves.
+    // First start: creates the cluster, migrates, serves, and offers the setup link.
     let app = start(&data_dir).await;
+    set_up(
+        &client,
+        app.setup_link
+            .as_deref()
+            .expect("a first start offers the setup link"),
+    )
+    .await;
     assert!(data_dir.join("postgres/PG_VERSION").exists());
     let created: Value = client
         .post(format!("{}/api/jobs", app.address))
+        .header("origin", &app.address)
         .json(&json!({ "input_url": "https://example.com/kept.mp4" }))
         .send()
         .await
@@ -127,8 +169,9 @@ async fn starts_from_nothing_keeps_data_across_restarts_and_leaves_nothing_runni
         "postmaster.pid left behind"
     );
 
-    // Second start: same data.
+    // Second start: same data, the same account (and session), no new setup link.
     let app = start(&data_dir).await;
+    assert!(app.setup_link.is_none());
     let response = client
         .get(format!("{}/api/jobs/{id}", app.address))
         .send()

@@ -246,10 +246,17 @@ async fn a_client_that_stops_reading_gets_a_reset_and_others_get_everything() {
 
     // The stalled client: a raw connection that sends its request and then reads nothing.
     let address = app.address.trim_start_matches("http://").to_owned();
+    let token = app
+        .token(crate::helpers::ADMIN, reeltime::TokenScope::Read)
+        .await;
     let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
     stalled
         .write_all(
-            format!("GET /api/events?after={start} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes(),
+            format!(
+                "GET /api/events?after={start} HTTP/1.1\r\nHost: {address}\r\n\
+                 Authorization: Bearer {token}\r\n\r\n"
+            )
+            .as_bytes(),
         )
         .await
         .unwrap();

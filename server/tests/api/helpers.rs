@@ -2,6 +2,8 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+use app::db::users;
+use reeltime::{Role, TokenScope};
 use reqwest::Client;
 use server::config::Settings;
 use server::startup::Application;
@@ -21,10 +23,20 @@ pub fn test_database_url(app: &TestApp) -> String {
     url.to_string()
 }
 
+/// Every test account's password.
+pub const PASSWORD: &str = "correct horse battery staple";
+/// The admin every test app is signed in as.
+pub const ADMIN: &str = "admin@example.com";
+
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
+    /// Signed in as [`ADMIN`] (a session cookie), sending this server's `Origin` like a page.
     pub client: Client,
+    /// The admin session's CSRF token, for forms posted as a browser without JavaScript.
+    pub csrf: String,
+    /// The first-admin link this instance printed (before the test signed in).
+    pub setup_link: Option<String>,
     pub db_name: String,
     /// The built-in processor's API key, when it runs.
     pub processor_key: Option<String>,
@@ -122,27 +134,107 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     let processor_key = app
         .processor()
         .map(|processor| secrecy::ExposeSecret::expose_secret(processor.api_key()).to_owned());
+    let setup_link = app.setup_link().map(str::to_owned);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async move {
         let _ = stopped.await;
     }));
 
-    TestApp {
+    let mut test_app = TestApp {
+        client: browser(&address),
         address,
         pool,
-        client: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        csrf: String::new(),
+        setup_link,
         db_name: db_name.to_owned(),
         processor_key,
         data_dir,
         stop: Some(stop),
         owns_database: false,
+    };
+    if users::user_by_email(&test_app.pool, ADMIN)
+        .await
+        .unwrap()
+        .is_none()
+    {
+        test_app.create_user(ADMIN, Role::Admin).await;
     }
+    let (client, csrf) = test_app.signed_in(ADMIN).await;
+    test_app.client = client;
+    test_app.csrf = csrf;
+    test_app
+}
+
+/// A client as a browser on the app's pages: a cookie jar, no redirects followed, and the
+/// app's own `Origin` on every request.
+pub fn browser(address: &str) -> Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert("origin", address.parse().unwrap());
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .cookie_store(true)
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 impl TestApp {
+    /// An account with [`PASSWORD`].
+    pub async fn create_user(&self, email: &str, role: Role) -> uuid::Uuid {
+        let hash = server::auth::password::hash(PASSWORD.into()).await.unwrap();
+        users::create_user(&self.pool, email, &hash, role)
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// A browser signed in as `email` through the sign-in form, and its CSRF token.
+    pub async fn signed_in(&self, email: &str) -> (Client, String) {
+        let client = browser(&self.address);
+        let response = client
+            .post(self.url("/login"))
+            .form(&[
+                ("email", email),
+                ("password", PASSWORD),
+                ("next", "/account"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 303, "signing in as {email}");
+        assert_eq!(response.headers()["location"], "/account");
+        let html = client
+            .get(self.url("/account"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = csrf_in(&html).expect("the account page carries the CSRF token");
+        (client, csrf)
+    }
+
+    /// A personal API token of `email`'s, with `scope`.
+    pub async fn token(&self, email: &str, scope: TokenScope) -> String {
+        let user = users::user_by_email(&self.pool, email)
+            .await
+            .unwrap()
+            .unwrap();
+        let token = server::auth::secrets::new_token();
+        users::create_token(
+            &self.pool,
+            user.id,
+            "test",
+            scope,
+            &server::auth::secrets::sha256(&token),
+            &server::auth::secrets::token_prefix(&token),
+        )
+        .await
+        .unwrap();
+        token
+    }
+
     /// Begin a graceful shutdown, as SIGTERM would.
     pub fn shut_down(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -213,4 +305,11 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_in(html: &str) -> Option<String> {
+    let at = html.find(r#"name="csrf" value=""#)? + r#"name="csrf" value=""#.len();
+    let rest = &html[at..];
+    Some(rest[..rest.find('"')?].to_owned())
 }

@@ -16,7 +16,7 @@ use crate::helpers::{
     eventually, spawn_app_with, spawn_second_instance_with, test_database_url, TestApp,
 };
 
-const SECRET: &str = "whsec_test_secret";
+const SECRET: &str = "whsec_test_secret_0123456789abcdef0123";
 
 fn settings(ittybit: &MockServer) -> Vec<(&'static str, String)> {
     vec![

@@ -1,5 +1,6 @@
 //! The API's integration tests: one binary, each test with its own app and database.
 
+mod access;
 mod embedded;
 mod events;
 mod health;

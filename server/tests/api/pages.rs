@@ -39,7 +39,11 @@ async fn post_form_without_js(app: &TestApp, input_url: &str, accept: &str) -> r
         .post(app.url("/api/fn/submit_job"))
         .header("accept", accept)
         .header("referer", app.url("/"))
-        .form(&[("input_url", input_url), ("preset", "video_1280_mp4_high")])
+        .form(&[
+            ("csrf", app.csrf.as_str()),
+            ("input_url", input_url),
+            ("preset", "video_1280_mp4_high"),
+        ])
         .send()
         .await
         .unwrap()

@@ -21,7 +21,7 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::helpers::{eventually, spawn_app_with, TestApp};
 
-const SECRET: &str = "whsec-processor-tests";
+const SECRET: &str = "whsec-processor-tests-0123456789abcdef";
 
 /// The processor on, fetching from the test's own (loopback) servers.
 async fn spawn_processor() -> TestApp {

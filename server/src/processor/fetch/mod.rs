@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::redirect::{Attempt, Policy};
+use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 use url::{Host, Url};
 
@@ -67,6 +68,8 @@ pub struct FetchSettings {
     /// `http://127.0.0.1:3000` becomes `http://127.0.0.1:3000/` and cannot match port 30001);
     /// one that does not parse is ignored with a warning.
     pub trusted_prefixes: Vec<String>,
+    /// Sent as a bearer credential to trusted URLs (the app's own files need one).
+    pub own_key: Option<SecretString>,
 }
 
 /// Downloads inputs with the SSRF guard described in the [module documentation](self).
@@ -77,6 +80,7 @@ pub struct Fetcher {
     guarded: reqwest::Client,
     /// For trusted prefixes: no guard, no redirects.
     trusted: reqwest::Client,
+    own_key: Option<SecretString>,
     allow_private: bool,
     max_bytes: u64,
     /// Normalised, see [`FetchSettings::trusted_prefixes`].
@@ -389,6 +393,7 @@ impl Fetcher {
         Ok(Fetcher {
             guarded,
             trusted,
+            own_key: settings.own_key,
             allow_private: settings.allow_private,
             max_bytes: settings.max_bytes,
             trusted_prefixes,
@@ -452,11 +457,13 @@ impl Fetcher {
         } else {
             &self.guarded
         };
-        let mut response = client
-            .get(url)
-            .send()
-            .await
-            .map_err(FetchError::from_reqwest)?;
+        let mut request = client.get(url.clone());
+        if let Some(key) = self.own_key.as_ref().filter(|_| self.is_trusted(&url)) {
+            // The app's own files need a credential: the processor's key (never sent
+            // elsewhere: trusted URLs are fetched without following redirects).
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let mut response = request.send().await.map_err(FetchError::from_reqwest)?;
         let status = response.status();
         if !status.is_success() {
             return Err(FetchError::Status(status.as_u16()));

@@ -6,6 +6,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn settings(allow_private: bool) -> FetchSettings {
     FetchSettings {
+        own_key: None,
         allow_private,
         max_bytes: 1024 * 1024,
         timeout: Duration::from_secs(10),
@@ -157,6 +158,7 @@ fn check_url_refuses_private_literals_unless_allowed() {
 #[test]
 fn check_url_allows_trusted_prefixes() {
     let fetcher = Fetcher::new(FetchSettings {
+        own_key: None,
         trusted_prefixes: vec!["http://127.0.0.1:3000/samples/".to_owned()],
         ..settings(false)
     })
@@ -178,6 +180,7 @@ fn check_url_allows_trusted_prefixes() {
 #[test]
 fn trusted_prefixes_are_normalised() {
     let fetcher = Fetcher::new(FetchSettings {
+        own_key: None,
         trusted_prefixes: vec!["HTTP://127.0.0.1:3000".to_owned(), "nonsense".to_owned()],
         ..settings(false)
     })
@@ -290,6 +293,7 @@ async fn download_refuses_a_declared_length_over_the_limit() {
         .mount(&server)
         .await;
     let fetcher = Fetcher::new(FetchSettings {
+        own_key: None,
         max_bytes: 1000,
         ..settings(true)
     })
@@ -333,6 +337,7 @@ async fn download_stops_a_chunked_body_over_the_limit_and_deletes_the_file() {
         let _ = socket.write_all(b"0\r\n\r\n").await;
     });
     let fetcher = Fetcher::new(FetchSettings {
+        own_key: None,
         max_bytes: 1000,
         ..settings(true)
     })
@@ -432,6 +437,7 @@ async fn download_fetches_trusted_prefixes_without_following_redirects() {
         .mount(&server)
         .await;
     let fetcher = Fetcher::new(FetchSettings {
+        own_key: None,
         trusted_prefixes: vec![format!("{}/samples/", server.uri())],
         ..settings(false)
     })

@@ -1,0 +1,83 @@
+//! The periodic clean-up: finished jobs, the built-in processor's outputs and the webhook
+//! delivery log after their retention periods (30 days unless set), expired sessions, and the
+//! rate limiters' idle keys. Each pass logs what it deleted.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::store::PgSessionStore;
+use crate::auth::Auth;
+use crate::config::Retention;
+use crate::processor::Processor;
+
+/// How often the clean-up runs.
+const EVERY: Duration = Duration::from_secs(3600);
+/// Rows deleted per statement, so a first pass over a large backlog holds no long lock.
+const BATCH: i64 = 5_000;
+
+pub struct Cleanup {
+    pub pool: PgPool,
+    pub retention: Retention,
+    pub processor: Option<Processor>,
+    pub auth: Auth,
+}
+
+impl Cleanup {
+    pub fn start(self, tasks: &TaskTracker, cancel: &CancellationToken) {
+        let cancel = cancel.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = cancel.cancelled() => return,
+                }
+                if let Err(err) = self.run_once().await {
+                    tracing::warn!(error = %err, "the clean-up failed");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(EVERY) => {}
+                    _ = cancel.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// One pass; returns (jobs, outputs, deliveries, sessions) deleted.
+    #[tracing::instrument(name = "cleanup", skip_all)]
+    pub async fn run_once(&self) -> Result<(u64, u64, u64, u64), sqlx::Error> {
+        let r = &self.retention;
+        let jobs =
+            drain(|| app::db::jobs::delete_finished_before(&self.pool, r.jobs, BATCH)).await?;
+        let outputs = match &self.processor {
+            Some(processor) => drain(|| processor.delete_old_outputs(r.outputs, BATCH)).await?,
+            None => 0,
+        };
+        let deliveries =
+            drain(|| app::db::webhooks::delete_before(&self.pool, r.deliveries, BATCH)).await?;
+        let sessions = PgSessionStore::new(self.pool.clone())
+            .delete_expired()
+            .await?;
+        self.auth.limits.forget_quiet();
+        tracing::info!(jobs, outputs, deliveries, sessions, "cleaned up");
+        Ok((jobs, outputs, deliveries, sessions))
+    }
+}
+
+/// Repeat a batched delete until a batch comes back short.
+async fn drain<F, Fut>(mut step: F) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut total = 0;
+    loop {
+        let n = step().await?;
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
+}
