@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, createJob, waitHydrated } from './support.mjs';
+import { startServer, launchBrowser, createJob, waitHydrated, newContext, api } from './support.mjs';
 
 let server;
 let browser;
@@ -16,15 +16,15 @@ after(async () => {
 });
 
 test('the first HTML already holds the jobs', async () => {
-  const job = await createJob(server.url, 'https://example.com/server-rendered.mp4');
-  const html = await (await fetch(server.url)).text();
+  const job = await createJob(server, 'https://example.com/server-rendered.mp4');
+  const html = await (await api(server, '/')).text();
   const table = html.indexOf('<table');
   const row = html.indexOf(`data-job-id="${job.id}"`);
   assert.ok(table > 0, 'the job table is rendered on the server');
   assert.ok(row > table, 'the job row is in the first HTML');
 
   // And a browser shows it before any script could have fetched it.
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  const context = await newContext(browser, server, { javaScriptEnabled: false });
   const page = await context.newPage();
   await page.goto(server.url);
   const status = await page.textContent(`tr[data-job-id="${job.id}"] .badge`);
@@ -33,7 +33,7 @@ test('the first HTML already holds the jobs', async () => {
 });
 
 test('with JavaScript, a submitted URL appears without a reload and the form clears', async () => {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (err) => errors.push(err.message));
@@ -61,11 +61,11 @@ test('with JavaScript, a submitted URL appears without a reload and the form cle
 });
 
 test('an invalid URL shows an inline error and submits nothing', async () => {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   const page = await context.newPage();
   await page.goto(server.url);
   await waitHydrated(page);
-  const before = (await (await fetch(`${server.url}/api/jobs?limit=100`)).json()).jobs.length;
+  const before = (await (await api(server, '/api/jobs?limit=100')).json()).jobs.length;
 
   await page.fill('#input_url', 'not a url');
   await page.click('button[type="submit"]');
@@ -78,13 +78,13 @@ test('an invalid URL shows an inline error and submits nothing', async () => {
   await page.click('button[type="submit"]');
   await page.waitForFunction(() => /http:\/\/ and https:\/\//.test(document.querySelector('#input_url-error').textContent));
 
-  const after = (await (await fetch(`${server.url}/api/jobs?limit=100`)).json()).jobs.length;
+  const after = (await (await api(server, '/api/jobs?limit=100')).json()).jobs.length;
   assert.equal(after, before, 'nothing was stored');
   await context.close();
 });
 
 test('with JavaScript disabled the form still submits', async () => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  const context = await newContext(browser, server, { javaScriptEnabled: false });
   const page = await context.newPage();
   await page.goto(server.url);
   const url = `https://example.com/no-js-${Date.now()}.mp4`;

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, createJob, waitHydrated, createDatabase, sql } from './support.mjs';
+import { startServer, launchBrowser, createJob, waitHydrated, createDatabase, sql, newContext, api } from './support.mjs';
 
 let database;
 let server;
@@ -19,7 +19,7 @@ after(async () => {
 });
 
 async function openDashboard() {
-  const page = await (await browser.newContext()).newPage();
+  const page = await (await newContext(browser, server)).newPage();
   await page.goto(server.url);
   await waitHydrated(page);
   await page.waitForSelector('.live-indicator[data-state="live"]', { timeout: 10_000 });
@@ -39,7 +39,7 @@ async function expectStatus(page, id, status, timeout = 5_000) {
 
 test('a row updated with SQL shows its new status in two pages without a reload', async () => {
   const [a, b] = [await openDashboard(), await openDashboard()];
-  const job = await createJob(server.url, `https://example.com/two-tabs-${Date.now()}.mp4`);
+  const job = await createJob(server, `https://example.com/two-tabs-${Date.now()}.mp4`);
   await expectStatus(a, job.id, 'pending');
   await expectStatus(b, job.id, 'pending');
 
@@ -64,7 +64,7 @@ test('a row updated with SQL shows its new status in two pages without a reload'
 
 test('changes made while the server is down arrive when it returns', async () => {
   const [a, b] = [await openDashboard(), await openDashboard()];
-  const job = await createJob(server.url, `https://example.com/outage-${Date.now()}.mp4`);
+  const job = await createJob(server, `https://example.com/outage-${Date.now()}.mp4`);
   await expectStatus(a, job.id, 'pending');
   await expectStatus(b, job.id, 'pending');
 
@@ -79,7 +79,7 @@ test('changes made while the server is down arrive when it returns', async () =>
   sql(database.url, `update jobs set status = 'succeeded', output_url = 'https://cdn.example.com/out.mp4' where id = '${job.id}'`);
   const inserted = sql(database.url, `insert into jobs (input_url) values ('https://example.com/while-down.mp4') returning id`);
 
-  server = await startServer({ databaseUrl: database.url, port });
+  server = await startServer({ databaseUrl: database.url, port, cookie: server.cookie });
   for (const page of [a, b]) {
     await expectStatus(page, job.id, 'succeeded', 15_000);
     await page.waitForSelector(`tr[data-job-id="${inserted}"]`, { timeout: 5_000 });

@@ -2,7 +2,7 @@
 // dashboard, runs through the built-in processor (real ffmpeg) while two tabs watch.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitHydrated, createDatabase } from './support.mjs';
+import { startServer, launchBrowser, waitHydrated, createDatabase, newContext, api } from './support.mjs';
 
 let database;
 let server;
@@ -27,7 +27,7 @@ after(async () => {
 async function waitForSample() {
   const deadline = Date.now() + 120_000;
   for (;;) {
-    const response = await fetch(`${server.url}/samples/sample-1080p.mp4`, { method: 'HEAD' });
+    const response = await api(server, '/samples/sample-1080p.mp4', { method: 'HEAD' });
     if (response.status === 200) return;
     if (Date.now() > deadline) throw new Error(`no sample clip: HTTP ${response.status}`);
     await new Promise((r) => setTimeout(r, 250));
@@ -36,7 +36,7 @@ async function waitForSample() {
 
 /** A tab on the dashboard that records every progress value each job row shows. */
 async function openDashboard() {
-  const page = await (await browser.newContext()).newPage();
+  const page = await (await newContext(browser, server)).newPage();
   await page.goto(server.url);
   await waitHydrated(page);
   await page.waitForSelector('.live-indicator[data-state="live"]', { timeout: 10_000 });

@@ -33,7 +33,15 @@ export function sql(databaseUrl, statement) {
  * otherwise an embedded one in a fresh data directory. The built-in processor and the sample
  * clip are off unless `env` turns them on, so jobs stay as the test leaves them.
  */
-export async function startServer({ dataDir, databaseUrl, port = 0, env: extra = {} } = {}) {
+/** The first admin every test server gets, through its setup link. */
+export const ADMIN = { email: 'admin@example.com', password: 'correct horse battery staple' };
+
+/**
+ * Start `reeltime`, resolving once it serves, signed in: on a first start the printed setup
+ * link creates {@link ADMIN} and `server.cookie` is that session; a restart on the same
+ * database passes the earlier `cookie` on.
+ */
+export async function startServer({ dataDir, databaseUrl, port = 0, env: extra = {}, cookie } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'reeltime-e2e-'));
   // When tests run as root the embedded cluster belongs to the postgres user: let it in.
   chmodSync(dir, 0o755);
@@ -50,10 +58,12 @@ export async function startServer({ dataDir, databaseUrl, port = 0, env: extra =
   delete env.DATABASE_URL;
   if (databaseUrl) env.DATABASE_URL = databaseUrl;
   const child = spawn(binary, [], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  let setupLink;
   const url = await new Promise((resolveUrl, reject) => {
     const timer = setTimeout(() => reject(new Error('reeltime did not start in 90 s')), 90_000);
     child.once('exit', (code) => reject(new Error(`reeltime exited early (${code})`)));
     createInterface({ input: child.stdout }).on('line', (line) => {
+      if (line.includes('/setup?token=')) setupLink = line.trim();
       const match = line.match(/^Reeltime is running at (\S+)/);
       if (match) {
         clearTimeout(timer);
@@ -61,8 +71,10 @@ export async function startServer({ dataDir, databaseUrl, port = 0, env: extra =
       }
     });
   });
+  if (setupLink) cookie = await setUp(url, setupLink);
   return {
     url,
+    cookie,
     port: Number(new URL(url).port),
     dataDir: dir,
     async stop({ keepData = false } = {}) {
@@ -92,9 +104,9 @@ export async function launchBrowser() {
   });
 }
 
-/** Submit a job through the JSON API. */
-export async function createJob(baseUrl, inputUrl) {
-  const response = await fetch(`${baseUrl}/api/jobs`, {
+/** Submit a job through the JSON API, as the admin. */
+export async function createJob(server, inputUrl) {
+  const response = await api(server, '/api/jobs', {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ input_url: inputUrl }),
@@ -106,4 +118,38 @@ export async function createJob(baseUrl, inputUrl) {
 /** Wait until the page has hydrated. */
 export async function waitHydrated(page) {
   await page.waitForSelector('main[data-hydrated="true"]', { timeout: 15_000 });
+}
+
+/** Create the first admin through the setup link; returns the session cookie. */
+async function setUp(baseUrl, link) {
+  const token = new URL(link).searchParams.get('token');
+  const response = await fetch(`${baseUrl}/setup`, {
+    method: 'POST',
+    redirect: 'manual',
+    headers: { origin: baseUrl, 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({ token, email: ADMIN.email, password: ADMIN.password, confirm: ADMIN.password }),
+  });
+  if (response.status !== 303) throw new Error(`setup: HTTP ${response.status}`);
+  const session = response.headers.getSetCookie().find((c) => c.startsWith('reeltime_session='));
+  if (!session) throw new Error('setup set no session cookie');
+  return session.split(';')[0];
+}
+
+/** `fetch` on the server as its signed-in admin (a page's origin, the session cookie). */
+export function api(server, path, init = {}) {
+  return fetch(`${server.url}${path}`, {
+    redirect: 'manual',
+    ...init,
+    headers: { origin: server.url, cookie: server.cookie, ...(init.headers ?? {}) },
+  });
+}
+
+/** A browser context signed in as the admin (or anonymous with `{ signedIn: false }`). */
+export async function newContext(browser, server, { signedIn = true, ...options } = {}) {
+  const context = await browser.newContext(options);
+  if (signedIn && server.cookie) {
+    const [name, value] = server.cookie.split('=');
+    await context.addCookies([{ name, value, url: server.url, httpOnly: true, sameSite: 'Lax' }]);
+  }
+  return context;
 }

@@ -8,8 +8,8 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::limits::Limits;
 use crate::auth::store::PgSessionStore;
-use crate::auth::Auth;
 use crate::config::Retention;
 use crate::processor::Processor;
 
@@ -22,7 +22,8 @@ pub struct Cleanup {
     pub pool: PgPool,
     pub retention: Retention,
     pub processor: Option<Processor>,
-    pub auth: Auth,
+    /// The rate limiters whose idle keys are forgotten at each pass.
+    pub limits: Option<std::sync::Arc<Limits>>,
 }
 
 impl Cleanup {
@@ -60,7 +61,9 @@ impl Cleanup {
         let sessions = PgSessionStore::new(self.pool.clone())
             .delete_expired()
             .await?;
-        self.auth.limits.forget_quiet();
+        if let Some(limits) = &self.limits {
+            limits.forget_quiet();
+        }
         tracing::info!(jobs, outputs, deliveries, sessions, "cleaned up");
         Ok((jobs, outputs, deliveries, sessions))
     }

@@ -179,7 +179,7 @@ impl Application {
             pool: pool.clone(),
             retention: settings.retention.clone(),
             processor: state.processor.clone(),
-            auth: state.auth.clone(),
+            limits: Some(state.auth.limits.clone()),
         }
         .start(&tasks, &cancel);
         let setup_link = setup::link(&pool, &public_url)

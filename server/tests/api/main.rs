@@ -1,6 +1,7 @@
 //! The API's integration tests: one binary, each test with its own app and database.
 
 mod access;
+mod cli;
 mod embedded;
 mod events;
 mod health;
@@ -9,3 +10,4 @@ mod ittybit;
 mod jobs;
 mod pages;
 mod processor;
+mod retention;
