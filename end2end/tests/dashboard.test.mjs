@@ -48,7 +48,7 @@ test('with JavaScript, a submitted URL appears without a reload and the form cle
 
   const url = `https://example.com/live-${Date.now()}.mp4`;
   await page.fill('#input_url', url);
-  await page.click('button[type="submit"]');
+  await page.click('form.submit-form button[type="submit"]');
   const row = page.locator('tr.job', { hasText: url.replace('https://', '') });
   await row.waitFor({ timeout: 10_000 });
 
@@ -68,14 +68,14 @@ test('an invalid URL shows an inline error and submits nothing', async () => {
   const before = (await (await api(server, '/api/jobs?limit=100')).json()).jobs.length;
 
   await page.fill('#input_url', 'not a url');
-  await page.click('button[type="submit"]');
+  await page.click('form.submit-form button[type="submit"]');
   const error = page.locator('#input_url-error');
   await page.waitForFunction(() => document.querySelector('#input_url-error')?.textContent?.length > 0);
   assert.match(await error.textContent(), /isn't a URL/);
   assert.equal(await page.getAttribute('#input_url', 'aria-invalid'), 'true');
 
   await page.fill('#input_url', 'ftp://example.com/a.mp4');
-  await page.click('button[type="submit"]');
+  await page.click('form.submit-form button[type="submit"]');
   await page.waitForFunction(() => /http:\/\/ and https:\/\//.test(document.querySelector('#input_url-error').textContent));
 
   const after = (await (await api(server, '/api/jobs?limit=100')).json()).jobs.length;
@@ -89,14 +89,14 @@ test('with JavaScript disabled the form still submits', async () => {
   await page.goto(server.url);
   const url = `https://example.com/no-js-${Date.now()}.mp4`;
   await page.fill('#input_url', url);
-  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  await Promise.all([page.waitForNavigation(), page.click('form.submit-form button[type="submit"]')]);
   const row = page.locator('tr.job', { hasText: url.replace('https://', '') });
   assert.equal(await row.count(), 1);
   assert.equal(new URL(page.url()).pathname, '/');
 
   // A bad URL without JavaScript comes back with the message beside the field.
   await page.fill('#input_url', 'still not a url');
-  await Promise.all([page.waitForNavigation(), page.click('button[type="submit"]')]);
+  await Promise.all([page.waitForNavigation(), page.click('form.submit-form button[type="submit"]')]);
   assert.match(await page.textContent('#input_url-error'), /isn't a URL/);
   await context.close();
 });

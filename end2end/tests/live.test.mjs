@@ -52,7 +52,7 @@ test('a row updated with SQL shows its new status in two pages without a reload'
   // A job submitted in one tab appears in the other.
   const url = `https://example.com/from-tab-a-${Date.now()}.mp4`;
   await a.fill('#input_url', url);
-  await a.click('button[type="submit"]');
+  await a.click('form.submit-form button[type="submit"]');
   await b.locator('tr.job', { hasText: url.replace('https://', '') }).waitFor({ timeout: 5_000 });
 
   // A deleted row disappears.
