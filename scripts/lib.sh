@@ -99,6 +99,20 @@ ensure_sqlx_cli() {
   fi
 }
 
+# schemathesis (PyPI) in its own venv under .tools/, for the fault suite's HTTP fuzzing.
+SCHEMATHESIS_VERSION="4.32.5"
+ensure_schemathesis() {
+  step "schemathesis $SCHEMATHESIS_VERSION (bad inputs against /api/openapi.json)"
+  if [ "$("$TOOLS/schemathesis/bin/schemathesis" --version 2>/dev/null | awk '{print $NF}')" != "$SCHEMATHESIS_VERSION" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$TOOLS/schemathesis" 2>/dev/null || apt_install python3-venv
+    [ -x "$TOOLS/schemathesis/bin/pip" ] || python3 -m venv "$TOOLS/schemathesis"
+    "$TOOLS/schemathesis/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION" ||
+      fail "pip install schemathesis failed" "Check that pip can reach PyPI."
+  fi
+  note "$("$TOOLS/schemathesis/bin/schemathesis" --version)"
+}
+
 # Directory holding initdb and postgres, or nothing.
 postgres_bindir() {
   local dir

@@ -12,6 +12,7 @@ use uuid::Uuid;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 pub struct JobId(pub Uuid);
 
 impl fmt::Display for JobId {
@@ -56,6 +57,7 @@ impl FromStr for JobId {
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "snake_case")
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[strum(
     serialize_all = "snake_case",
     parse_err_ty = UnknownStatus,
@@ -146,6 +148,7 @@ impl UnknownStatus {
     derive(sqlx::Type),
     sqlx(type_name = "text", rename_all = "snake_case")
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[strum(
     serialize_all = "snake_case",
     parse_err_ty = UnknownKind,
@@ -281,10 +284,13 @@ impl OutputFacts {
 /// (the integer fields have the columns' types, and the columns' checks keep them in range).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::FromRow))]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: JobId,
     pub input_url: String,
     pub kind: JobKind,
+    /// The processing options sent to the processor.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub options: serde_json::Value,
     pub status: JobStatus,
     /// The processor's id for this job, once it has accepted it.

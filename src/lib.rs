@@ -6,6 +6,8 @@
 
 pub mod access;
 pub mod change;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ittybit;
 pub mod job;
 pub mod media_url;
@@ -17,7 +19,7 @@ pub use access::{Role, TokenScope, Viewer};
 pub use change::{ChangeOp, ChangePosition, TxSnapshot};
 pub use ittybit::{
     normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,
-    JobProgress, Normalized, PayloadError,
+    Normalized, PayloadError,
 };
 pub use job::{Job, JobId, JobKind, JobStatus, OutputFacts, Preset};
 pub use media_url::{MediaUrl, MediaUrlError, MAX_MEDIA_URL_LEN};

@@ -45,8 +45,9 @@ impl FromStr for PageCursor {
         let bad = || BadCursor(s.to_owned());
         let (micros, id) = s.split_once('.').ok_or_else(bad)?;
         let micros: i128 = micros.parse().map_err(|_| bad())?;
-        let created_at =
-            OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| bad())?;
+        // Any number of digits parses; only a time the calendar holds is a cursor.
+        let nanos = micros.checked_mul(1_000).ok_or_else(bad)?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| bad())?;
         let id = Uuid::try_parse(id).map_err(|_| bad())?;
         Ok(PageCursor {
             created_at,
@@ -84,12 +85,14 @@ impl Default for PageLimit {
 
 /// One page of the job list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` to get the next, older page; absent on the last page.
     pub next_before: Option<String>,
-    /// The change log's position when the page was read: subscribe to `/api/events` from here
-    /// and no change falls between the page and the stream.
+    /// The change log's position when the page was read (`<xid>.<seq>`): subscribe to
+    /// `/api/events` from here and no change falls between the page and the stream.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "812.4"))]
     pub position: Option<crate::change::ChangePosition>,
 }
 
@@ -211,6 +214,20 @@ mod tests {
             "99999999999999999999999999.0",
         ] {
             assert!(bad.parse::<PageCursor>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_cursor_too_large_for_the_arithmetic_is_refused_not_overflowed() {
+        let id = "00000000000000000000000000001234";
+        for micros in [
+            "999999999999999999999999999999999999",
+            "-999999999999999999999999999999999999",
+            &i128::MAX.to_string(),
+            &i128::MIN.to_string(),
+        ] {
+            let text = format!("{micros}.{id}");
+            assert_eq!(text.parse::<PageCursor>(), Err(BadCursor(text.clone())));
         }
     }
 

@@ -10,6 +10,7 @@ use crate::media_url::MediaUrl;
 /// What the form and `POST /api/jobs` send. Fields are plain strings so that every mistake
 /// becomes a readable field error rather than a deserialisation failure.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobSubmission {
     pub input_url: String,
     /// A preset id; the default preset when absent.
@@ -40,6 +41,7 @@ impl NewJob {
 /// Validation failures, by field name, each with a message meant for a person.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldErrors(pub BTreeMap<String, String>);
 
 impl FieldErrors {

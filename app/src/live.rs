@@ -21,6 +21,48 @@ impl LiveState {
             LiveState::Offline => "offline",
         }
     }
+
+    /// After an `error` event. A stream the browser has closed (the server refused it, or
+    /// answered something that is not a stream) is not retried by the browser: the state is
+    /// Offline and the page reopens it after a pause. Otherwise the browser is reconnecting by
+    /// itself (sending the last event id): Reconnecting, or Offline when it knows it has no
+    /// network.
+    #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+    pub fn after_error(stream_closed: bool, online: bool) -> AfterError {
+        match (stream_closed, online) {
+            (true, _) => AfterError {
+                state: LiveState::Offline,
+                reopen: true,
+            },
+            (false, true) => AfterError {
+                state: LiveState::Reconnecting,
+                reopen: false,
+            },
+            (false, false) => AfterError {
+                state: LiveState::Offline,
+                reopen: false,
+            },
+        }
+    }
+}
+
+/// What an `error` event leads to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub struct AfterError {
+    pub state: LiveState,
+    /// Open a new stream after a pause (the browser will not).
+    pub reopen: bool,
+}
+
+/// Where a stream opens: from the store's position, so a reopened stream resumes where the
+/// page is, or from nothing (the first event is then a reset).
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub fn events_url(position: Option<reeltime::ChangePosition>) -> String {
+    match position {
+        Some(position) => format!("/api/events?after={position}"),
+        None => "/api/events".to_owned(),
+    }
 }
 
 #[cfg(feature = "hydrate")]
@@ -38,7 +80,7 @@ mod browser {
     use wasm_bindgen::JsCast;
     use web_sys::{EventSource, MessageEvent};
 
-    use super::LiveState;
+    use super::{events_url, LiveState};
     use crate::store::JobStore;
 
     type Listener = Closure<dyn FnMut(MessageEvent)>;
@@ -81,11 +123,7 @@ mod browser {
     }
 
     fn open(inner: Rc<RefCell<Inner>>, store: JobStore, state: RwSignal<LiveState>) {
-        let url = match store.position() {
-            Some(position) => format!("/api/events?after={position}"),
-            None => "/api/events".to_owned(),
-        };
-        let Ok(source) = EventSource::new(&url) else {
+        let Ok(source) = EventSource::new(&events_url(store.position())) else {
             state.set(LiveState::Offline);
             return;
         };
@@ -133,9 +171,10 @@ mod browser {
                 let Some(inner) = weak.upgrade() else { return };
                 let online = web_sys::window().is_none_or(|w| w.navigator().on_line());
                 let ready_state = inner.borrow().source.as_ref().map(EventSource::ready_state);
-                if ready_state == Some(EventSource::CLOSED) {
-                    // The server refused the stream: the browser gives up, so we try again.
-                    state.set(LiveState::Offline);
+                let after =
+                    LiveState::after_error(ready_state == Some(EventSource::CLOSED), online);
+                state.set(after.state);
+                if after.reopen {
                     let again = inner.clone();
                     let handle = set_timeout_with_handle(
                         move || {
@@ -147,12 +186,6 @@ mod browser {
                     )
                     .ok();
                     inner.borrow_mut().retry = handle;
-                } else {
-                    state.set(if online {
-                        LiveState::Reconnecting
-                    } else {
-                        LiveState::Offline
-                    });
                 }
             }),
         ));
@@ -165,5 +198,49 @@ mod browser {
             old.close();
         }
         inner.listeners = listeners;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reeltime::ChangePosition;
+
+    #[test]
+    fn a_refused_stream_is_offline_and_reopened() {
+        for online in [true, false] {
+            assert_eq!(
+                LiveState::after_error(true, online),
+                AfterError {
+                    state: LiveState::Offline,
+                    reopen: true
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_dropped_stream_is_reconnecting_by_itself_or_offline_without_a_network() {
+        assert_eq!(
+            LiveState::after_error(false, true),
+            AfterError {
+                state: LiveState::Reconnecting,
+                reopen: false
+            }
+        );
+        assert_eq!(
+            LiveState::after_error(false, false),
+            AfterError {
+                state: LiveState::Offline,
+                reopen: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_reopened_stream_resumes_from_the_pages_position() {
+        let position = ChangePosition { xid: 812, seq: 4 };
+        assert_eq!(events_url(Some(position)), "/api/events?after=812.4");
+        assert_eq!(events_url(None), "/api/events");
     }
 }

@@ -112,3 +112,156 @@ impl JobStore {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reeltime::{JobKind, JobStatus};
+    use time::macros::datetime;
+    use uuid::Uuid;
+
+    fn job(n: u128, version: i64, status: JobStatus) -> Job {
+        let at = datetime!(2026-12-01 12:00 UTC) + time::Duration::seconds(n as i64);
+        Job {
+            id: JobId(Uuid::from_u128(n)),
+            input_url: format!("https://example.com/{n}.mp4"),
+            kind: JobKind::Video,
+            options: serde_json::json!({}),
+            status,
+            task_id: None,
+            output_url: None,
+            error: None,
+            created_at: at,
+            updated_at: at,
+            progress: None,
+            output_duration_ms: None,
+            output_size: None,
+            output_width: None,
+            output_height: None,
+            version,
+            created_by: None,
+        }
+    }
+
+    fn at(xid: u64) -> ChangePosition {
+        ChangePosition { xid, seq: 1 }
+    }
+
+    fn page(jobs: Vec<Job>, xid: u64) -> JobPage {
+        JobPage {
+            jobs,
+            next_before: None,
+            position: Some(at(xid)),
+        }
+    }
+
+    /// The rows as (job number, version, status), top to bottom.
+    fn shown(store: &JobStore) -> Vec<(u128, i64, JobStatus)> {
+        store
+            .rows()
+            .iter()
+            .map(|(id, row)| row.with_untracked(|j| (id.0.as_u128(), j.version, j.status)))
+            .collect()
+    }
+
+    /// Runs `test` with a reactive owner, as a page would.
+    fn with_owner(test: impl FnOnce()) {
+        Owner::new().with(test);
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_new_jobs_go_on_top() {
+        with_owner(|| {
+            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            assert!(store.apply(ChangeOp::Insert, job(2, 11, JobStatus::Pending), at(101)));
+            assert!(store.apply(ChangeOp::Update, job(1, 12, JobStatus::Queued), at(102)));
+            assert_eq!(
+                shown(&store),
+                [(2, 11, JobStatus::Pending), (1, 12, JobStatus::Queued)]
+            );
+            assert_eq!(store.position(), Some(at(102)));
+        });
+    }
+
+    #[test]
+    fn a_repeated_or_earlier_position_is_ignored() {
+        with_owner(|| {
+            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            assert!(store.apply(ChangeOp::Update, job(1, 12, JobStatus::Queued), at(102)));
+            assert!(!store.apply(ChangeOp::Update, job(1, 13, JobStatus::Failed), at(102)));
+            assert!(!store.apply(ChangeOp::Update, job(1, 13, JobStatus::Failed), at(101)));
+            assert_eq!(shown(&store), [(1, 12, JobStatus::Queued)]);
+        });
+    }
+
+    #[test]
+    fn an_older_version_of_a_row_is_ignored() {
+        with_owner(|| {
+            let store = JobStore::new(&page(vec![job(1, 20, JobStatus::Processing)], 100), false);
+            // Delivered later (a later transaction) but written earlier: an older copy.
+            assert!(store.apply(ChangeOp::Update, job(1, 15, JobStatus::Queued), at(101)));
+            assert_eq!(shown(&store), [(1, 20, JobStatus::Processing)]);
+            store.upsert(job(1, 19, JobStatus::Queued));
+            assert_eq!(shown(&store), [(1, 20, JobStatus::Processing)]);
+            store.upsert(job(1, 21, JobStatus::Succeeded));
+            assert_eq!(shown(&store), [(1, 21, JobStatus::Succeeded)]);
+        });
+    }
+
+    #[test]
+    fn an_insert_or_update_after_a_delete_does_not_revive_the_job() {
+        with_owner(|| {
+            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            assert!(store.apply(ChangeOp::Delete, job(1, 10, JobStatus::Pending), at(101)));
+            assert!(store.is_empty());
+            store.apply(ChangeOp::Insert, job(1, 11, JobStatus::Pending), at(102));
+            store.apply(ChangeOp::Update, job(1, 12, JobStatus::Queued), at(103));
+            store.upsert(job(1, 13, JobStatus::Queued));
+            assert!(store.is_empty(), "{:?}", shown(&store));
+        });
+    }
+
+    #[test]
+    fn a_reset_replaces_the_list_and_forgets_remembered_deletes() {
+        with_owner(|| {
+            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            store.apply(ChangeOp::Delete, job(1, 10, JobStatus::Pending), at(101));
+            store.reset(page(
+                vec![
+                    job(3, 30, JobStatus::Queued),
+                    job(1, 25, JobStatus::Pending),
+                ],
+                200,
+            ));
+            assert_eq!(
+                shown(&store),
+                [(3, 30, JobStatus::Queued), (1, 25, JobStatus::Pending)]
+            );
+            assert_eq!(store.position(), Some(at(200)));
+            // The snapshot is the truth now: the old delete no longer hides job 1.
+            assert!(store.apply(ChangeOp::Update, job(1, 26, JobStatus::Queued), at(201)));
+            assert_eq!(shown(&store)[1], (1, 26, JobStatus::Queued));
+            assert!(!store.apply(ChangeOp::Update, job(3, 31, JobStatus::Failed), at(150)));
+        });
+    }
+
+    #[test]
+    fn an_older_page_gains_no_new_rows_but_keeps_its_own_current() {
+        with_owner(|| {
+            let older = page(vec![job(1, 10, JobStatus::Queued)], 100);
+            let store = JobStore::new(&older, true);
+            assert!(store.apply(ChangeOp::Insert, job(9, 90, JobStatus::Pending), at(101)));
+            assert!(store.apply(ChangeOp::Update, job(1, 11, JobStatus::Succeeded), at(102)));
+            assert_eq!(shown(&store), [(1, 11, JobStatus::Succeeded)]);
+            // A reset (the newest page) refreshes what it shows and adds nothing.
+            store.reset(page(
+                vec![
+                    job(9, 91, JobStatus::Queued),
+                    job(1, 12, JobStatus::Succeeded),
+                ],
+                200,
+            ));
+            assert_eq!(shown(&store), [(1, 12, JobStatus::Succeeded)]);
+        });
+    }
+}

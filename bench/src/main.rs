@@ -19,6 +19,9 @@
 //!
 //! The database is `DATABASE_URL` (an admin URL; a fresh database is made on it) or
 //! postgres://postgres@127.0.0.1:5432/postgres.
+//!
+//! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
+//! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -37,6 +40,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+mod chaos;
 mod processor;
 mod sse;
 
@@ -65,10 +69,12 @@ async fn main() -> Result<()> {
             let poll = Duration::from_millis(flag("--poll-ms", 250) as u64);
             processor::processor(flag("--rounds", 5).max(1), poll).await
         }
+        Some("chaos") => chaos::chaos(&args[1..]).await,
         _ => {
             eprintln!(
                 "usage: cargo run --release -p bench -- sse [--max-clients N]\n       \
-                 cargo run --release -p bench -- processor [--rounds N] [--poll-ms N]"
+                 cargo run --release -p bench -- processor [--rounds N] [--poll-ms N]\n       \
+                 cargo run --release -p bench -- chaos [--full] [--only NAME]"
             );
             std::process::exit(2);
         }

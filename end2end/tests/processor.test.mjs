@@ -105,6 +105,18 @@ test('the sample clip, submitted in two tabs, goes queued → processing → suc
       assert.equal(await video.evaluate((v) => v.videoHeight), 720);
       assert.ok(Math.abs((await video.evaluate((v) => v.duration)) - 10) < 0.2);
 
+      // It plays: the clock moves. Then a seek lands where asked and plays on from there.
+      await video.evaluate((v) => { v.muted = true; return v.play(); });
+      await page.waitForFunction((id) => document.querySelector(`tr[data-job-id="${id}"] video.preview`).currentTime > 0.5, id, { timeout: 15_000 });
+      assert.equal(await video.evaluate((v) => v.paused), false);
+      const landed = await video.evaluate((v) => new Promise((resolve) => {
+        v.addEventListener('seeked', () => resolve(v.currentTime), { once: true });
+        v.currentTime = 7;
+      }));
+      assert.ok(Math.abs(landed - 7) < 0.5, `seeked to ${landed}`);
+      await page.waitForFunction((id) => document.querySelector(`tr[data-job-id="${id}"] video.preview`).currentTime > 7.3, id, { timeout: 15_000 });
+      await video.evaluate((v) => v.pause());
+
       // Download link, duration and size beside it.
       const meta = page.locator(`tr[data-job-id="${id}"] .output-meta`);
       assert.equal(await meta.locator('a.output-link').getAttribute('href'), await video.getAttribute('src'));

@@ -8,8 +8,16 @@
 //! framed as server-sent-event bytes, so a change costs one serialisation however many clients
 //! there are. If the LISTEN connection drops it reconnects with backoff and catches up from the
 //! log; a slow periodic sweep covers any other lost notification.
+//!
+//! The feed also keeps the most recent changes in memory ([`Recent`], as many as the events
+//! buffer), loaded from the end of the log when it starts, so a client resuming from a recent
+//! position (every client, after a restart or a network blip) is served without a query.
+//! Invariant: every decodable log entry after `Recent::from` up to `Recent::last` is in
+//! `Recent::frames`, in order; frames are added and broadcast under one lock, so a client that
+//! copies them and subscribes under that lock misses nothing and repeats nothing.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use app::db::changes::{self as log, Change};
@@ -65,8 +73,45 @@ pub enum Message {
 #[derive(Clone)]
 pub struct ChangeFeed {
     sender: broadcast::Sender<Message>,
+    recent: Arc<Mutex<Recent>>,
     cancel: CancellationToken,
     pub pool: PgPool,
+}
+
+/// The most recent changes the listener delivered, oldest first.
+#[derive(Debug, Default)]
+struct Recent {
+    /// Every change after `from` up to `last` is in `frames`.
+    from: ChangePosition,
+    last: ChangePosition,
+    frames: VecDeque<Arc<Frame>>,
+    capacity: usize,
+    /// Set once the listener has loaded the end of the log; until then nothing is served.
+    loaded: bool,
+}
+
+impl Recent {
+    fn push(&mut self, frame: Arc<Frame>) {
+        if !self.loaded || frame.position <= self.last {
+            return;
+        }
+        self.last = frame.position;
+        self.frames.push_back(frame);
+        while self.frames.len() > self.capacity {
+            if let Some(dropped) = self.frames.pop_front() {
+                self.from = dropped.position;
+            }
+        }
+    }
+}
+
+/// A subscription and, when the feed holds everything after the client's position, what
+/// the client missed.
+pub struct Resumed {
+    pub receiver: broadcast::Receiver<Message>,
+    /// The frames after the position, oldest first; `None` when the feed does not hold the
+    /// position's history (the log must be read).
+    pub missed: Option<Vec<Arc<Frame>>>,
 }
 
 impl ChangeFeed {
@@ -81,8 +126,13 @@ impl ChangeFeed {
         cancel: &CancellationToken,
     ) -> ChangeFeed {
         let (sender, _) = broadcast::channel(buffer.max(1));
+        let recent = Recent {
+            capacity: buffer.max(1),
+            ..Recent::default()
+        };
         let feed = ChangeFeed {
             sender,
+            recent: Arc::new(Mutex::new(recent)),
             cancel: cancel.clone(),
             pool,
         };
@@ -94,6 +144,39 @@ impl ChangeFeed {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Message> {
         self.sender.subscribe()
+    }
+
+    /// Subscribe to live changes and, when the feed still holds every change after `after`
+    /// (it is no older than what it keeps and no newer than what it delivered), take those
+    /// too, in one step: nothing falls between them and the live stream.
+    pub fn resume(&self, after: ChangePosition) -> Resumed {
+        let recent = self.recent.lock().expect("the recent changes' lock");
+        let receiver = self.sender.subscribe();
+        let held = recent.loaded && recent.from <= after && after <= recent.last;
+        let missed = held.then(|| {
+            let newer = recent
+                .frames
+                .partition_point(|frame| frame.position <= after);
+            recent.frames.range(newer..).cloned().collect()
+        });
+        Resumed { receiver, missed }
+    }
+
+    /// The listener has read (and published) every entry up to `position`.
+    fn read_through(&self, position: ChangePosition) {
+        let mut recent = self.recent.lock().expect("the recent changes' lock");
+        if recent.loaded {
+            recent.last = recent.last.max(position);
+        }
+    }
+
+    /// Hand a change to every client, and keep it among the recent ones.
+    fn publish(&self, frame: Frame) {
+        let frame = Arc::new(frame);
+        let mut recent = self.recent.lock().expect("the recent changes' lock");
+        recent.push(frame.clone());
+        // No receivers is fine: nobody is watching.
+        let _ = self.sender.send(Message::Change(frame));
     }
 
     /// Cancelled when the server shuts down: event streams end then.
@@ -135,12 +218,29 @@ async fn keep_alive(feed: ChangeFeed) {
 /// The listener: wait for a notification (or a sweep, or a retry), then deliver what is new.
 async fn listen(feed: ChangeFeed) {
     let mut waits = RECONNECT.delays();
-    // Start at the present: earlier changes reach clients through their own replay.
+    // Start at the present, holding the end of the log for clients that resume from it;
+    // earlier changes reach clients through their own replay.
     let mut last = loop {
-        match log::log_position(&feed.pool).await {
-            Ok(position) => break position,
+        let capacity = feed
+            .recent
+            .lock()
+            .expect("the recent changes' lock")
+            .capacity;
+        match log::log_tail(&feed.pool, capacity as i64).await {
+            Ok(tail) => {
+                let mut recent = feed.recent.lock().expect("the recent changes' lock");
+                recent.from = tail.from;
+                recent.last = tail.from.max(tail.head);
+                recent.frames = tail
+                    .changes
+                    .iter()
+                    .map(|c| Arc::new(Frame::of(c)))
+                    .collect();
+                recent.loaded = true;
+                break tail.head;
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "change feed: reading the log position failed");
+                tracing::warn!(error = %err, "change feed: reading the end of the log failed");
                 if wait_or_stop(&feed, waits.next()).await {
                     return;
                 }
@@ -212,19 +312,19 @@ async fn connect(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
 async fn deliver(feed: &ChangeFeed, last: &mut ChangePosition) -> Option<Duration> {
     loop {
         match log::read_changes(&feed.pool, *last, BATCH).await {
-            Ok((changes, pending)) => {
-                let full = changes.len() as i64 == BATCH;
-                for change in changes {
-                    *last = change.position;
-                    // No receivers is fine: nobody is watching.
-                    let _ = feed
-                        .sender
-                        .send(Message::Change(Arc::new(Frame::of(&change))));
+            Ok(batch) => {
+                for change in &batch.changes {
+                    feed.publish(Frame::of(change));
                 }
-                if full {
+                // Past every entry read, decodable or not.
+                if let Some(read) = batch.last {
+                    *last = read;
+                    feed.read_through(read);
+                }
+                if batch.is_full(BATCH) {
                     continue;
                 }
-                return pending.then_some(Duration::from_millis(1));
+                return batch.pending.then_some(Duration::from_millis(1));
             }
             Err(err) => {
                 tracing::warn!(error = %err, "change feed: reading the log failed");
@@ -242,5 +342,89 @@ async fn wait_or_stop(feed: &ChangeFeed, delay: Option<Duration>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(delay.unwrap_or(RECONNECT.cap)) => false,
         _ = feed.cancel.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(buffer: usize) -> ChangeFeed {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .connect_lazy("postgres://nobody@127.0.0.1:1/none")
+            .unwrap();
+        let (sender, _) = broadcast::channel(buffer);
+        ChangeFeed {
+            sender,
+            recent: Arc::new(Mutex::new(Recent {
+                capacity: buffer,
+                loaded: true,
+                ..Recent::default()
+            })),
+            cancel: CancellationToken::new(),
+            pool,
+        }
+    }
+
+    fn frame(xid: u64) -> Frame {
+        Frame {
+            position: ChangePosition { xid, seq: 1 },
+            op: ChangeOp::Update,
+            bytes: Bytes::from(format!("id: {xid}.1\n\n")),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_keep_alive_every_15_seconds_for_everyone() {
+        let feed = feed(4);
+        let mut a = feed.subscribe();
+        let mut b = feed.subscribe();
+        let ticker = tokio::spawn(keep_alive(feed.clone()));
+        tokio::time::sleep(KEEP_ALIVE_EVERY - Duration::from_millis(1)).await;
+        assert!(a.try_recv().is_err(), "nothing before 15 s");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(matches!(a.try_recv(), Ok(Message::KeepAlive)));
+        assert!(matches!(b.try_recv(), Ok(Message::KeepAlive)));
+        assert!(a.try_recv().is_err(), "one per period");
+        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        assert!(matches!(a.try_recv(), Ok(Message::KeepAlive)));
+        feed.cancel.cancel();
+        ticker.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_recent_changes_resume_exactly_what_they_hold() {
+        let feed = feed(3);
+        for xid in 10..=14 {
+            feed.publish(frame(xid));
+        }
+        // Holds 12, 13, 14: every change after 11.
+        let positions = |after: u64| {
+            feed.resume(ChangePosition { xid: after, seq: 1 })
+                .missed
+                .map(|frames| frames.iter().map(|f| f.position.xid).collect::<Vec<_>>())
+        };
+        assert_eq!(positions(11), Some(vec![12, 13, 14]));
+        assert_eq!(positions(13), Some(vec![14]));
+        assert_eq!(positions(14), Some(vec![]));
+        assert_eq!(positions(10), None, "older than what it holds");
+        assert_eq!(positions(15), None, "newer than what it delivered");
+        // A position between two changes resumes after it.
+        let between = feed
+            .resume(ChangePosition { xid: 12, seq: 5 })
+            .missed
+            .unwrap();
+        assert_eq!(between.len(), 2);
+        // Read past an entry that could not be decoded: the feed holds up to it.
+        feed.read_through(ChangePosition { xid: 16, seq: 1 });
+        assert_eq!(positions(16), Some(vec![]));
+    }
+
+    #[tokio::test]
+    async fn nothing_is_resumed_from_memory_before_the_end_of_the_log_is_loaded() {
+        let feed = feed(3);
+        feed.recent.lock().unwrap().loaded = false;
+        feed.publish(frame(10));
+        assert!(feed.resume(ChangePosition::START).missed.is_none());
     }
 }

@@ -258,17 +258,13 @@ impl Dispatcher {
                 Err(err) => {
                     tracing::warn!(job_id = %job.id, error = %err, "reconcile: reading the job back failed");
                     // Try this one again after another quiet period, not on every pass.
-                    sqlx::query!(
-                        "insert into job_dispatch (job_id, last_news_at) values ($1, now())
-                         on conflict (job_id) do update set last_news_at = now()",
-                        job.id.0
-                    )
-                    .execute(&self.pool)
-                    .await?;
+                    outbox::read_back(&self.pool, job.id).await?;
                     continue;
                 }
             };
             let applied: Applied = jobs::apply_report(&self.pool, job.id, &report, service).await?;
+            // What the service says now is news, even when it is what we knew.
+            outbox::read_back(&self.pool, job.id).await?;
             tracing::info!(job_id = %job.id, outcome = applied.as_str(), "reconciled");
         }
         Ok(count)

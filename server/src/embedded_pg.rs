@@ -6,7 +6,9 @@
 //! the cluster belongs to the `postgres` user, since Postgres refuses to run as root. It is
 //! stopped with a fast shutdown when Reeltime stops, and also when Reeltime dies (the child is
 //! asked to stop when its parent goes away). A cluster left running by a crashed Reeltime is
-//! stopped and restarted; a stale `postmaster.pid` is cleaned up by Postgres itself.
+//! stopped and restarted; a stale `postmaster.pid` is cleaned up by Postgres itself when its
+//! process is gone, and by Reeltime when its pid now belongs to another process (which is
+//! never signalled).
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -364,22 +366,37 @@ fn init_cluster(
 }
 
 /// A postmaster still running on our cluster after Reeltime crashed is stopped; one that
-/// belongs to a live Reeltime is left alone and reported.
+/// belongs to a live Reeltime is left alone and reported. A lock file naming a process that
+/// is gone is left for Postgres, which removes it itself; one naming a live process that is not
+/// a postmaster of this cluster (its pid was reused after a crash) is removed here, because
+/// Postgres would take that process for a running postmaster and refuse to start. Nothing but
+/// our own cluster's postmaster is ever signalled.
 fn stop_orphan(cluster_dir: &Path) -> Result<(), EmbeddedPgError> {
-    let Ok(pidfile) = fs::read_to_string(cluster_dir.join("postmaster.pid")) else {
+    let lock_file = cluster_dir.join("postmaster.pid");
+    let Ok(pidfile) = fs::read_to_string(&lock_file) else {
         return Ok(());
     };
     let Some(pid) = pidfile
         .lines()
         .next()
         .and_then(|l| l.trim().parse::<i32>().ok())
+        .filter(|pid| *pid > 0)
     else {
         return Ok(());
     };
     let alive = |pid: i32| unsafe { libc::kill(pid, 0) } == 0;
-    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !alive(pid) || !String::from_utf8_lossy(&cmdline).contains("postgres") {
+    if !alive(pid) {
         return Ok(()); // stale: Postgres removes the lock file itself
+    }
+    if !is_postmaster_of(pid, cluster_dir) {
+        tracing::warn!(
+            pid,
+            "the embedded Postgres' lock file names a process that is not its postmaster; removing the stale lock file"
+        );
+        return fs::remove_file(&lock_file).map_err(io_err(format!(
+            "removing the stale {}",
+            lock_file.display()
+        )));
     }
     let parent = fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -402,6 +419,16 @@ fn stop_orphan(cluster_dir: &Path) -> Result<(), EmbeddedPgError> {
     );
     shut_down(pid, || !alive(pid));
     Ok(())
+}
+
+/// Whether `pid` is a Postgres postmaster working on `cluster_dir` (a postmaster's working
+/// directory is its data directory). A process we may not inspect is not ours: our postmaster
+/// runs as us, or as the cluster's owner when we are root.
+fn is_postmaster_of(pid: i32, cluster_dir: &Path) -> bool {
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd"));
+    let cluster = fs::canonicalize(cluster_dir).unwrap_or_else(|_| cluster_dir.to_owned());
+    comm.trim() == "postgres" && cwd.is_ok_and(|cwd| cwd == cluster)
 }
 
 fn run_as() -> Result<Option<RunAs>, EmbeddedPgError> {

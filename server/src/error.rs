@@ -27,6 +27,10 @@ pub enum ApiError {
     PayloadTooLarge,
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
+    /// The database cannot take work now (out of disk space, restarting, unreachable); the
+    /// message says which, and that it is temporary.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("internal error: {0}")]
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -46,6 +50,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -72,6 +77,9 @@ impl IntoResponse for ApiError {
             }),
             ApiError::UnsupportedMediaType(message) => {
                 json!({ "error": "unsupported_media_type", "message": message })
+            }
+            ApiError::Unavailable(message) => {
+                json!({ "error": "unavailable", "message": message })
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = %err, "request failed");
@@ -111,8 +119,34 @@ impl From<PathRejection> for ApiError {
 }
 
 impl From<sqlx::Error> for ApiError {
+    /// A database that is full or away is a 503 that says so (logged as a warning); any other
+    /// database error is an opaque 500.
     fn from(err: sqlx::Error) -> Self {
-        ApiError::internal(err)
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.into_owned());
+        let unavailable = match (code.as_deref(), &err) {
+            // disk_full, and Postgres' other "insufficient resources".
+            (Some("53100"), _) => Some(
+                "The database is out of disk space: nothing new can be stored until space is \
+                 freed. What is stored is unaffected.",
+            ),
+            (Some(code), _) if code.starts_with("53") || code.starts_with("57P") => {
+                Some("The database cannot take work right now; try again shortly.")
+            }
+            (_, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                Some("The database is unreachable right now; try again shortly.")
+            }
+            _ => None,
+        };
+        match unavailable {
+            Some(message) => {
+                tracing::warn!(error = %err, "the database cannot take work");
+                ApiError::Unavailable(message.to_owned())
+            }
+            None => ApiError::internal(err),
+        }
     }
 }
 
@@ -130,3 +164,16 @@ pub struct ApiQuery<T>(pub T);
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_out_of_reach_is_a_503_that_says_so_and_other_faults_stay_opaque() {
+        let away = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(away.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let other = ApiError::from(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

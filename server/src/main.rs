@@ -45,6 +45,8 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Listening for signals before saying we run: a signal right after is a clean stop.
+    let shutdown = shutdown_signal();
     let url = settings.public_url_or(app.port());
     if let Some(link) = app.setup_link() {
         // On standard output only: the link is a one-time secret, and logs travel further.
@@ -56,7 +58,7 @@ async fn main() -> ExitCode {
     tracing::info!("Reeltime is running at {url}");
     println!("Reeltime is running at {url}");
 
-    match app.run_until_stopped(shutdown_signal()).await {
+    match app.run_until_stopped(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("server error: {err}");

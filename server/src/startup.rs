@@ -68,6 +68,7 @@ pub struct Application {
     pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
     processor: Option<Processor>,
+    feed: ChangeFeed,
     tasks: TaskTracker,
     cancel: CancellationToken,
     setup_link: Option<String>,
@@ -192,6 +193,7 @@ impl Application {
             pool,
             embedded,
             processor,
+            feed,
             tasks,
             cancel,
             setup_link,
@@ -216,6 +218,11 @@ impl Application {
         self.processor.as_ref()
     }
 
+    /// The change feed every event stream reads.
+    pub fn feed(&self) -> &ChangeFeed {
+        &self.feed
+    }
+
     /// Serve until `shutdown` completes; then end the event streams and stop the background
     /// tasks, let requests in flight finish, wait for the tasks, close the pool and stop the
     /// embedded Postgres.
@@ -229,6 +236,7 @@ impl Application {
             pool,
             mut embedded,
             processor: _,
+            feed: _,
             tasks,
             cancel,
             setup_link: _,
@@ -308,22 +316,35 @@ fn self_authority(local: SocketAddr) -> String {
     SocketAddr::new(loopback, local.port()).to_string()
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled: call it before announcing the server, so a signal that comes
+/// right after the announcement shuts down gracefully instead of killing the process.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut interrupt =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    async move {
+        let terminate = async {
+            match terminate.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let interrupt = async {
+            match interrupt.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = terminate => {},
+            _ = interrupt => {},
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -274,30 +274,6 @@ pub fn normalize_webhook(body: &[u8]) -> Result<Normalized, PayloadError> {
     Ok(normalized)
 }
 
-/// The status a callback has driven a job to, and how far along it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct JobProgress {
-    pub status: JobStatus,
-    pub progress: Option<u8>,
-}
-
-impl JobProgress {
-    /// Folds in one delivery: the status only moves forward and a terminal one never changes;
-    /// progress never goes backwards, is frozen once terminal, and is 100 on success.
-    pub fn apply(self, n: &Normalized) -> JobProgress {
-        if self.status.is_terminal() {
-            return self;
-        }
-        let status = self.status.advance(n.status);
-        let progress = match status {
-            JobStatus::Succeeded => Some(100),
-            status if status.is_terminal() => self.progress,
-            _ => self.progress.max(n.progress),
-        };
-        JobProgress { status, progress }
-    }
-}
-
 /// Maps Ittybit's (or the guide's) status words onto the dashboard's.
 fn status_from(raw: &str) -> JobStatus {
     match raw.trim().to_ascii_lowercase().as_str() {

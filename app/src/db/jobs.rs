@@ -89,9 +89,8 @@ pub async fn list_jobs_with_snapshot(
     let limit = limit.get() as usize;
     // One extra row tells whether an older page exists.
     let fetch = (limit + 1) as i64;
-    let mut tx = pool
-        .begin_with("begin isolation level repeatable read, read only")
-        .await?;
+    let mut tx =
+        super::begin_with(pool, "begin isolation level repeatable read, read only").await?;
     let (position, snapshot) = log_horizon(&mut *tx).await?;
     // Two statements rather than one with `$1 is null or …`: each keeps its index condition
     // whatever plan Postgres caches.
@@ -165,8 +164,12 @@ impl Applied {
 /// statement and one round trip: the status only moves forward and never out of a terminal
 /// state (the rule of `JobStatus::advance`, as `reeltime_status_step` and
 /// `reeltime_status_terminal` say it in SQL), progress never goes backwards and is 100 on
-/// success, the output's URL and facts are kept on success, the error on failure. A known job
-/// also gets its `last_news_at` (the reconciler's clock) set.
+/// success, the output's URL and facts are kept on success, the error on failure.
+///
+/// A report that changed the job is news: its `last_news_at` (the reconciler's clock) is set.
+/// One that changes nothing is not, even when validly signed: it may be an old delivery
+/// replayed, and it must not keep a stuck job from being read back. (The reconciler stamps its
+/// own read-backs, changed or not: `outbox::read_back`.)
 ///
 /// `advances` is worked out once per row, inside the row-valued `SET`, so it is evaluated
 /// against the row being updated even when a concurrent writer made Postgres re-read it.
@@ -212,9 +215,9 @@ pub async fn apply_report(
                and (reeltime_status_step($2) > reeltime_status_step(status)
                     or $3::smallint > coalesce(progress, -1)
                     or (task_id is null and $6::text is not null))
-             returning status),
+             returning id, status),
          news as (
-             insert into job_dispatch (job_id, last_news_at) select id, now() from known
+             insert into job_dispatch (job_id, last_news_at) select id, now() from updated
              on conflict (job_id) do update set last_news_at = now())
          select exists (select 1 from known) as "known!",
                 (select status from updated) as "status?: JobStatus""#,

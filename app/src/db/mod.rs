@@ -16,8 +16,10 @@
 pub mod changes;
 pub mod jobs;
 pub mod outbox;
+mod transaction;
 pub mod users;
 pub mod webhooks;
 
 pub use changes::{log_horizon, log_position, Change};
 pub use jobs::{get_job, list_jobs, list_jobs_with_snapshot, submit_job, Applied, SubmitError};
+pub use transaction::{begin, begin_with};

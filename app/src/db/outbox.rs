@@ -82,3 +82,16 @@ pub async fn quiet_jobs(
     .fetch_all(pool)
     .await
 }
+
+/// The reconciler has read job `id` back (whatever it learned, or when the read failed): the
+/// next read-back waits a quiet period.
+pub async fn read_back(pool: &PgPool, id: JobId) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into job_dispatch (job_id, last_news_at) values ($1, now())
+         on conflict (job_id) do update set last_news_at = now()",
+        id.0
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -169,7 +169,7 @@ pub async fn set_password(
     id: Uuid,
     password_hash: &str,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let done = sqlx::query!(
         "update users set password_hash = $2, password_changed_at = now() where id = $1",
         id,
@@ -196,7 +196,7 @@ pub async fn set_role(pool: &PgPool, id: Uuid, role: Role) -> Result<bool, sqlx:
 /// Disable (or enable again) an account. Disabling ends its sessions; its tokens stop working
 /// while it is disabled.
 pub async fn set_disabled(pool: &PgPool, id: Uuid, disabled: bool) -> Result<bool, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = super::begin(pool).await?;
     let done = sqlx::query!(
         "update users set disabled_at = case when $2 then coalesce(disabled_at, now()) end
          where id = $1",

@@ -81,6 +81,8 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/samples/{*path}", Files),
     ("GET", "/healthz", Public),
     ("GET", "/readyz", Public),
+    // The API's description holds no data: public, like the health checks.
+    ("GET", "/api/openapi.json", Public),
     // The browser bundle and public files.
     ("GET", "/pkg/{*path}", Public),
     ("GET", "/favicon.svg", Public),

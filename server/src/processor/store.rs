@@ -110,7 +110,7 @@ pub async fn create(
     job: &NewProcessorJob<'_>,
     idempotency_key: Option<&str>,
 ) -> Result<(ProcessorJob, bool), sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = app::db::begin(pool).await?;
     if let Some(key) = idempotency_key {
         // A key is free again 24 hours after first use.
         sqlx::query!(

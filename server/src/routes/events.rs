@@ -3,9 +3,13 @@
 //! `id:` is the change's position, `event:` is `insert`, `update` or `delete`, `data:` the job.
 //! Resume with the `Last-Event-ID` header (browsers send it when they reconnect) or `?after=`:
 //! the missed changes are replayed from the log, then the stream goes live, with no gap and no
-//! duplicate between the two. Without a position, or with one older than the kept history, or
-//! after falling too far behind, a client gets a `reset` event: a snapshot of the newest jobs
-//! (`JobPage`) whose `id:` is the position it reflects.
+//! duplicate between the two. Without a position, with one older than the kept history or
+//! beyond anything the log has held (a position from another database), or after falling too
+//! far behind, a client gets a `reset` event: a snapshot of the newest jobs (`JobPage`) whose
+//! `id:` is the position it reflects.
+//!
+//! A position the feed still holds in memory (`ChangeFeed::resume`) is resumed without a
+//! query, so a crowd reconnecting at once (after a restart) does not queue on the pool.
 
 use std::convert::Infallible;
 
@@ -15,15 +19,16 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
-use futures::stream;
+use futures::{stream, Stream, StreamExt};
 use reeltime::{ChangePosition, PageLimit, TxSnapshot};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use app::db::changes::{pruned_through, read_changes};
+use app::db::changes::{read_changes, resume_bounds};
 
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::auth::gate::too_many;
 use crate::auth::limits::StreamSlot;
@@ -40,11 +45,20 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/events", get(events))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventsParams {
+    /// Resume after this position (`<xid>.<seq>`, an event's `id`).
     after: Option<String>,
 }
 
+/// `GET /api/events`: server-sent events (`insert`, `update`, `delete`, `reset`).
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    params(EventsParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event (wins over `after`).")),
+    responses(
+        (status = 200, description = "The stream; it does not end.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A bad `after`.", body = ErrorBody)))]
 async fn events(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -73,21 +87,9 @@ async fn events(
             None => None,
         },
     };
-    // Subscribe before reading anything, so nothing falls between replay and live.
-    let subscriber = Subscriber {
-        rx: state.feed.subscribe(),
-        cancel: state.feed.cancelled().clone(),
-        feed: state.feed.clone(),
-        last: ChangePosition::START,
-        reflected: None,
-        phase: Phase::Start(resume),
-        _slot: slot,
-    };
-    let body = Body::from_stream(stream::unfold(subscriber, |s| async move {
-        s.next()
-            .await
-            .map(|(bytes, s)| (Ok::<_, Infallible>(bytes), s))
-    }));
+    let body = Body::from_stream(
+        subscribe(state.feed.clone(), resume, Some(slot)).map(Ok::<_, Infallible>),
+    );
     Ok((
         [
             (
@@ -103,6 +105,34 @@ async fn events(
         body,
     )
         .into_response())
+}
+
+/// The bytes of one client's event stream, from `resume` (or a reset without one), until
+/// the server shuts down. Polled only as fast as the client reads.
+pub fn stream(
+    feed: ChangeFeed,
+    resume: Option<ChangePosition>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    subscribe(feed, resume, None)
+}
+
+/// [`stream`], holding one of a person's allowed streams until it ends.
+fn subscribe(
+    feed: ChangeFeed,
+    resume: Option<ChangePosition>,
+    slot: Option<StreamSlot>,
+) -> impl Stream<Item = Bytes> + Send + 'static {
+    let subscriber = Subscriber {
+        // Subscribed before anything is read, so nothing falls between replay and live.
+        rx: feed.subscribe(),
+        cancel: feed.cancelled().clone(),
+        feed,
+        last: ChangePosition::START,
+        reflected: None,
+        phase: Phase::Start(resume),
+        _slot: slot,
+    };
+    stream::unfold(subscriber, |s| async move { s.next().await })
 }
 
 enum Phase {
@@ -122,7 +152,7 @@ struct Subscriber {
     reflected: Option<TxSnapshot>,
     phase: Phase,
     /// One of the person's allowed streams, freed when this one ends.
-    _slot: StreamSlot,
+    _slot: Option<StreamSlot>,
 }
 
 impl Subscriber {
@@ -135,37 +165,51 @@ impl Subscriber {
                 Phase::Done => return None,
                 Phase::Start(resume) => {
                     let mut out = String::from(PREAMBLE);
-                    let pruned = Box::pin(pruned_through(&self.feed.pool)).await;
-                    match (resume, pruned) {
-                        (Some(position), Ok(pruned)) if position >= pruned => {
-                            self.last = position;
+                    match resume {
+                        Some(position) => {
+                            let resumed = self.feed.resume(position);
+                            self.rx = resumed.receiver;
+                            if let Some(missed) = resumed.missed {
+                                // From memory: what was missed, then live.
+                                self.last = missed.last().map_or(position, |f| f.position);
+                                let mut out = out.into_bytes();
+                                for frame in missed {
+                                    out.extend_from_slice(&frame.bytes);
+                                }
+                                self.phase = Phase::Live;
+                                return Some((Bytes::from(out), self));
+                            }
+                            match Box::pin(resume_bounds(&self.feed.pool)).await {
+                                Ok(bounds) if bounds.contains(position) => self.last = position,
+                                Ok(_) => out.push_str(&Box::pin(self.reset()).await?),
+                                Err(err) => {
+                                    tracing::warn!(error = %err, "events: reading the log failed");
+                                    return None;
+                                }
+                            }
                         }
-                        (_, Err(err)) => {
-                            tracing::warn!(error = %err, "events: reading the log failed");
-                            return None;
-                        }
-                        _ => out.push_str(&Box::pin(self.reset()).await?),
+                        None => out.push_str(&Box::pin(self.reset()).await?),
                     }
                     self.phase = Phase::Replay;
                     return Some((Bytes::from(out), self));
                 }
                 Phase::Replay => match read_changes(&self.feed.pool, self.last, REPLAY_BATCH).await
                 {
-                    Ok((changes, _)) => {
-                        self.phase = if changes.len() as i64 == REPLAY_BATCH {
+                    Ok(batch) => {
+                        // Full by rows read, decodable or not: only a short read is the end.
+                        self.phase = if batch.is_full(REPLAY_BATCH) {
                             Phase::Replay
                         } else {
                             Phase::Live
                         };
-                        if changes.is_empty() {
-                            continue;
-                        }
                         let mut out = Vec::new();
-                        for change in changes {
-                            self.last = change.position;
+                        for change in &batch.changes {
                             if !self.already_reflected(change.position) {
-                                out.extend_from_slice(&Frame::of(&change).bytes);
+                                out.extend_from_slice(&Frame::of(change).bytes);
                             }
+                        }
+                        if let Some(read) = batch.last {
+                            self.last = read;
                         }
                         if out.is_empty() {
                             continue;
@@ -197,6 +241,24 @@ impl Subscriber {
                             return Some((Bytes::from_static(KEEP_ALIVE.as_bytes()), self));
                         }
                         Err(RecvError::Lagged(missed)) => {
+                            // What it missed may still be in the feed's memory (it may even
+                            // be changes it had already read from the log); if not, a reset.
+                            let resumed = self.feed.resume(self.last);
+                            self.rx = resumed.receiver;
+                            if let Some(frames) = resumed.missed {
+                                self.phase = Phase::Live;
+                                let mut out = Vec::new();
+                                for frame in frames {
+                                    self.last = frame.position;
+                                    if !self.already_reflected(frame.position) {
+                                        out.extend_from_slice(&frame.bytes);
+                                    }
+                                }
+                                if out.is_empty() {
+                                    continue;
+                                }
+                                return Some((Bytes::from(out), self));
+                            }
                             tracing::info!(missed, "events: a client fell behind; sending a reset");
                             let reset = Box::pin(self.reset()).await?;
                             self.phase = Phase::Replay;

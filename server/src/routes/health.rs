@@ -17,12 +17,18 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The process is up and serving.
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The process can do its work: the database answers, and when the built-in processor runs
 /// here, ffmpeg and ffprobe are installed.
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses(
+        (status = 200, description = "Ready.", body = Object),
+        (status = 503, description = "Not ready; `reason` says why.", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ping = sqlx::query_scalar!(r#"select 1 as "one!""#).fetch_one(&state.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {

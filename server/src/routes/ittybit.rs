@@ -41,6 +41,14 @@ struct Outcome {
 /// Verify the signature over the raw bytes before reading anything, then fold the report into
 /// the job. Ittybit retries until it gets a 2xx within 5 s, so everything that is not its
 /// fault (an unknown job, a stale report) is answered 200; every delivery is recorded.
+#[utoipa::path(post, path = "/api/ittybit/callback", tag = "ittybit",
+    request_body(content = Object, description = "A webhook in any of the contract's shapes.", content_type = "application/json"),
+    params(("Ittybit-Signature" = String, Header, description = "Hex HMAC-SHA256 of the body.")),
+    responses(
+        (status = 200, description = "Taken (applied, unchanged, or for a job we do not know).", body = super::openapi::CallbackAnswer),
+        (status = 400, description = "Signed, but not a JSON object.", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or bad signature, or no secret configured.", body = super::openapi::ErrorBody),
+        (status = 413, description = "Over 1 MiB.", body = super::openapi::ErrorBody)))]
 #[tracing::instrument(name = "callback", skip_all, fields(job_id = tracing::field::Empty))]
 async fn callback(
     State(state): State<AppState>,

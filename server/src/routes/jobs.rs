@@ -9,6 +9,7 @@ use axum::{Extension, Json, Router};
 use reeltime::{Job, JobId, JobPage, JobSubmission, PageCursor, PageLimit};
 use serde::Deserialize;
 
+use super::openapi::ErrorBody;
 use super::AppState;
 use crate::auth::CurrentUser;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
@@ -25,6 +26,14 @@ pub fn router() -> Router<AppState> {
 }
 
 /// `POST /api/jobs` with `{"input_url": "...", "preset": "...", "kind": "..."}`.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs", request_body = JobSubmission,
+    responses(
+        (status = 201, description = "Stored; `Location` is the job's URL.", body = Job),
+        (status = 400, description = "Not JSON.", body = ErrorBody),
+        (status = 413, description = "Over 64 KiB.", body = ErrorBody),
+        (status = 415, description = "Not declared as JSON.", body = ErrorBody),
+        (status = 422, description = "Invalid: `fields` says which.", body = ErrorBody),
+        (status = 503, description = "The database cannot take work now (full, restarting).", body = ErrorBody)))]
 async fn create(
     State(state): State<AppState>,
     Extension(user): Extension<CurrentUser>,
@@ -34,7 +43,7 @@ async fn create(
         .await
         .map_err(|err| match err {
             SubmitError::Invalid(fields) => ApiError::Validation(fields),
-            SubmitError::Database(err) => ApiError::internal(err),
+            SubmitError::Database(err) => ApiError::from(err),
         })?;
     let location = format!("/api/jobs/{}", job.id);
     Ok((
@@ -44,13 +53,20 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// 1 to 100; 50 when absent.
     limit: Option<u32>,
+    /// A previous page's `next_before`.
     before: Option<String>,
 }
 
 /// `GET /api/jobs?limit=&before=`: newest first; `next_before` continues.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
+    responses(
+        (status = 200, description = "A page, newest first.", body = JobPage),
+        (status = 400, description = "A bad `limit` or `before`.", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -71,6 +87,11 @@ async fn list(
 }
 
 /// `GET /api/jobs/{id}`.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job's id (a UUID).")),
+    responses(
+        (status = 200, description = "The job.", body = Job),
+        (status = 404, description = "No such job.", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,

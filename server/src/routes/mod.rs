@@ -7,6 +7,7 @@ pub mod events;
 pub mod health;
 pub mod ittybit;
 pub mod jobs;
+pub mod openapi;
 
 use std::convert::Infallible;
 
@@ -159,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .merge(jobs::router())
         .merge(events::router())
         .merge(ittybit::router())
+        .merge(openapi::router())
         .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
         .fallback_service(static_files)
         .layer(middleware)

@@ -153,6 +153,12 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ("GET", "/readyz", "/readyz", "A A A A A A A A"),
     (
         "GET",
+        "/api/openapi.json",
+        "/api/openapi.json",
+        "A A A A A A A A",
+    ),
+    (
+        "GET",
         "/pkg/{*path}",
         "/pkg/reeltime.css",
         "A A A A A A A A",

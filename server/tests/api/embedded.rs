@@ -1,5 +1,6 @@
 //! The embedded Postgres, through the real binary: no DATABASE_URL, a data directory of its own.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -221,7 +222,6 @@ async fn an_orphaned_postgres_is_taken_over() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     if unsafe { libc::geteuid() } == 0 {
-        use std::os::unix::process::CommandExt;
         let meta = std::fs::metadata(&cluster).unwrap();
         use std::os::unix::fs::MetadataExt;
         orphan.uid(meta.uid()).gid(meta.gid());
@@ -273,4 +273,81 @@ async fn help_lists_the_configuration() {
     ] {
         assert!(stdout.contains(name), "{name} missing from --help");
     }
+}
+
+/// The lock file of a running cluster, with its first line (the pid) replaced.
+fn lock_file_naming(data_dir: &Path, running_lock: &str, pid: u32) {
+    let rest = running_lock.split_once('\n').map_or("", |(_, rest)| rest);
+    std::fs::write(
+        data_dir.join("postgres/postmaster.pid"),
+        format!("{pid}\n{rest}"),
+    )
+    .unwrap();
+}
+
+/// The cluster's owner, so a process can look like one of its own (Postgres takes a lock
+/// file naming a live process of its own user for a running postmaster).
+fn as_cluster_owner(command: &mut std::process::Command, data_dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    if unsafe { libc::geteuid() } == 0 {
+        let meta = std::fs::metadata(data_dir.join("postgres")).unwrap();
+        command.uid(meta.uid()).gid(meta.gid());
+    }
+}
+
+/// Starts once to create the cluster, and returns its lock file as it was while it ran.
+async fn a_cluster_that_ran(data_dir: &Path) -> String {
+    let app = start(data_dir).await;
+    let lock = std::fs::read_to_string(data_dir.join("postgres/postmaster.pid")).unwrap();
+    assert_eq!(app.stop(libc::SIGTERM).await, Some(0));
+    assert!(!data_dir.join("postgres/postmaster.pid").exists());
+    lock
+}
+
+#[tokio::test]
+async fn a_lock_file_left_by_a_dead_postmaster_does_not_stop_start_up() {
+    let data_dir = scratch_dir();
+    let lock = a_cluster_that_ran(&data_dir).await;
+    // As a machine crash leaves it: the file names a process that no longer exists.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    lock_file_naming(&data_dir, &lock, dead);
+
+    let app = start(&data_dir).await;
+    let ready = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_ne!(postmaster_pid(&data_dir), Some(dead as i32));
+    app.stop(libc::SIGTERM).await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn a_lock_file_naming_someone_elses_live_process_is_cleared_and_the_process_left_alone() {
+    let data_dir = scratch_dir();
+    let lock = a_cluster_that_ran(&data_dir).await;
+    // The pid was reused by an unrelated process of the cluster owner's, which even calls
+    // itself "postgres": it is not a postmaster of this cluster and must not be signalled.
+    let mut foreign = std::process::Command::new("sleep");
+    foreign.arg0("postgres").arg("600").stdout(Stdio::null());
+    as_cluster_owner(&mut foreign, &data_dir);
+    let mut foreign = foreign.spawn().unwrap();
+    lock_file_naming(&data_dir, &lock, foreign.id());
+
+    let app = start(&data_dir).await;
+    let ready = reqwest::get(format!("{}/readyz", app.address))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert!(
+        alive(foreign.id() as i32),
+        "the foreign process was left alone"
+    );
+    assert_ne!(postmaster_pid(&data_dir), Some(foreign.id() as i32));
+    app.stop(libc::SIGTERM).await;
+    foreign.kill().unwrap();
+    foreign.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

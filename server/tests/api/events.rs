@@ -2,66 +2,14 @@
 
 use std::time::Duration;
 
-use eventsource_stream::{Event, Eventsource};
-use futures::stream::BoxStream;
 use futures::StreamExt;
 use serde_json::Value;
 use sqlx::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_second_instance, TestApp};
+use eventsource_stream::Eventsource;
 
-type Events = BoxStream<'static, Event>;
-
-async fn subscribe(app: &TestApp, after: Option<&str>, last_event_id: Option<&str>) -> Events {
-    let mut url = app.url("/api/events");
-    if let Some(after) = after {
-        url.push_str(&format!("?after={after}"));
-    }
-    let mut request = app.client.get(url);
-    if let Some(id) = last_event_id {
-        request = request.header("last-event-id", id);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
-    response
-        .bytes_stream()
-        .eventsource()
-        .map(|event| event.expect("a well-formed event"))
-        .boxed()
-}
-
-async fn next(events: &mut Events) -> Event {
-    tokio::time::timeout(Duration::from_secs(10), events.next())
-        .await
-        .expect("an event within 10 s")
-        .expect("the stream is still open")
-}
-
-/// Nothing more arrives for a while.
-async fn quiet(events: &mut Events) {
-    if let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(500), events.next()).await {
-        panic!("unexpected event {} {}", event.event, event.data);
-    }
-}
-
-async fn position(app: &TestApp) -> String {
-    let page: Value = app.get_json(app.url("/api/jobs?limit=1")).await;
-    page["position"].as_str().unwrap().to_owned()
-}
-
-async fn insert(app: &TestApp, url: &str) -> String {
-    sqlx::query_scalar!("insert into jobs (input_url) values ($1) returning id", url)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-        .to_string()
-}
-
-fn job(event: &Event) -> Value {
-    serde_json::from_str(&event.data).unwrap()
-}
+use crate::helpers::{spawn_app, spawn_app_with, spawn_second_instance};
+use crate::sse::{insert, job, next, position, subscribe, until_insert_of, until_sentinel};
 
 #[tokio::test]
 async fn inserts_updates_and_deletes_by_any_writer_arrive() {
@@ -129,12 +77,11 @@ async fn resuming_delivers_exactly_the_missed_changes_once() {
         assert_eq!(event.event, "insert");
         assert_eq!(&job(&event)["id"], id.as_str());
     }
-    quiet(&mut events).await;
 
-    // Then live, with no gap between the replay and the live stream.
+    // Then live, with no gap and no repeat between the replay and the live stream.
     let live = insert(&app, "https://example.com/live.mp4").await;
     assert_eq!(job(&next(&mut events).await)["id"], live.as_str());
-    quiet(&mut events).await;
+    assert!(until_sentinel(&app, &mut events).await.is_empty());
 
     // `?after=` works the same way.
     let mut events = subscribe(&app, Some(&seen.id), None).await;
@@ -174,33 +121,38 @@ async fn transactions_committing_out_of_order_are_both_delivered() {
     );
     assert!(seq_a < seq_b);
     tx_b.commit().await.unwrap();
-    // B is committed, but A still runs: B must wait, or A would be skipped forever.
-    quiet(&mut events).await;
+    // B is committed, but A still runs: B must wait, or A would be skipped forever. Give the
+    // listener (woken by B's commit) time to look while A runs; the order below is the check.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     tx_a.commit().await.unwrap();
 
-    let mut urls = vec![
-        job(&next(&mut events).await)["input_url"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        job(&next(&mut events).await)["input_url"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    ];
-    urls.sort();
+    // Delivered in transaction order, A first, each once.
+    let urls: Vec<String> = until_sentinel(&app, &mut events)
+        .await
+        .iter()
+        .map(|event| job(event)["input_url"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(
         urls,
         ["https://example.com/a.mp4", "https://example.com/b.mp4"]
     );
-    quiet(&mut events).await;
 }
 
 #[tokio::test]
 async fn a_position_older_than_the_history_gets_a_reset() {
-    let app = spawn_app().await;
+    // The feed keeps one change in memory: the start is soon out of its reach.
+    let app = spawn_app_with(&[("REELTIME_EVENTS_BUFFER", "1")]).await;
     let start = position(&app).await;
     let id = insert(&app, "https://example.com/old.mp4").await;
+    insert(&app, "https://example.com/newer.mp4").await;
+    let from: reeltime::ChangePosition = start.parse().unwrap();
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        match app.feed.resume(from).missed {
+            None => Ok(()),
+            Some(_) => Err("the feed still holds the start".to_owned()),
+        }
+    })
+    .await;
     app::db::changes::prune(&app.pool, Duration::ZERO)
         .await
         .unwrap();
@@ -209,12 +161,14 @@ async fn a_position_older_than_the_history_gets_a_reset() {
     let reset = next(&mut events).await;
     assert_eq!(reset.event, "reset");
     let snapshot: Value = serde_json::from_str(&reset.data).unwrap();
-    assert_eq!(snapshot["jobs"][0]["id"], id.as_str());
+    let jobs = snapshot["jobs"].as_array().unwrap();
+    assert!(jobs.iter().any(|j| j["id"] == id.as_str()), "{snapshot}");
     assert_eq!(snapshot["position"].as_str().unwrap(), reset.id);
 
-    // And live from there.
+    // And live from there, exactly once.
     let live = insert(&app, "https://example.com/after-reset.mp4").await;
     assert_eq!(job(&next(&mut events).await)["id"], live.as_str());
+    assert!(until_sentinel(&app, &mut events).await.is_empty());
 }
 
 #[tokio::test]
@@ -228,7 +182,7 @@ async fn without_a_position_a_client_starts_with_a_snapshot() {
         serde_json::from_str::<Value>(&reset.data).unwrap()["jobs"][0]["id"],
         id.as_str()
     );
-    quiet(&mut events).await;
+    assert!(until_sentinel(&app, &mut events).await.is_empty());
 
     let bad = app
         .client
@@ -240,69 +194,85 @@ async fn without_a_position_a_client_starts_with_a_snapshot() {
 }
 
 #[tokio::test]
-async fn a_client_that_stops_reading_gets_a_reset_and_others_get_everything() {
-    let app = spawn_app_with(&[("REELTIME_EVENTS_BUFFER", "8192")]).await;
+async fn a_client_that_falls_behind_gets_a_reset_then_every_later_change_once() {
+    // Clients may fall 16 changes behind; the feed remembers as many.
+    let app = spawn_app_with(&[("REELTIME_EVENTS_BUFFER", "16")]).await;
     let start = position(&app).await;
-
-    // The stalled client: a raw connection that sends its request and then reads nothing.
-    let address = app.address.trim_start_matches("http://").to_owned();
-    let token = app
-        .token(crate::helpers::ADMIN, reeltime::TokenScope::Read)
-        .await;
-    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
-    stalled
-        .write_all(
-            format!(
-                "GET /api/events?after={start} HTTP/1.1\r\nHost: {address}\r\n\
-                 Authorization: Bearer {token}\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
+    // Once the feed holds the start, a stream from it goes live at once (no replay first).
+    let from: reeltime::ChangePosition = start.parse().unwrap();
+    crate::helpers::eventually(Duration::from_secs(10), || async {
+        match app.feed.resume(from).missed {
+            Some(_) => Ok(()),
+            None => Err("the feed has not loaded the log yet".to_owned()),
+        }
+    })
+    .await;
+    // The stalled client: the server's own stream of events, which the test stops polling
+    // after the first bytes (no socket buffer stands between it and the server).
+    let mut stalled = Box::pin(server::routes::events::stream(
+        app.feed.clone(),
+        Some(start.parse().unwrap()),
+    ));
+    assert_eq!(stalled.next().await.unwrap(), "retry: 1000\n\n");
+    let mut stalled = stalled
+        .map(Ok::<_, std::convert::Infallible>)
+        .eventsource()
+        .map(|event| event.expect("a well-formed event"))
+        .boxed();
     let mut reader = subscribe(&app, Some(&start), None).await;
 
-    // Enough changes to fill the stalled client's socket buffers many times over.
-    let rows = 40_000;
-    let counting = tokio::spawn(async move {
-        let mut count = 0;
-        while count < rows {
-            let event = next(&mut reader).await;
-            assert_ne!(event.event, "reset", "the reading client must not be reset");
-            count += 1;
-        }
-        count
-    });
-    for _ in 0..(rows / 500) {
+    // 40 changes, each read by the reader before the next is written: the reader keeps up
+    // and sees exactly these, in order.
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let id = insert(&app, &format!("https://example.com/stalled-{n}.mp4")).await;
+        let event = next(&mut reader).await;
+        assert_eq!(
+            (event.event.as_str(), &job(&event)["id"]),
+            ("insert", &Value::from(id.as_str()))
+        );
+        ids.push(id);
+    }
+
+    // The stalled client is 40 behind, more than the 16 it may be: it gets a reset, which
+    // shows every change it missed.
+    let reset = next(&mut stalled).await;
+    assert_eq!(reset.event, "reset");
+    let page: Value = serde_json::from_str(&reset.data).unwrap();
+    let mut seen: Vec<String> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    seen.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(seen, expected, "the stalled client has every change");
+
+    // After the reset, each later change exactly once, for both clients.
+    let mut later = Vec::new();
+    for (n, id) in ids.iter().take(5).enumerate() {
         sqlx::query!(
-            "insert into jobs (input_url)
-             select 'https://example.com/bulk-' || n || '.mp4' from generate_series(1, 500) n"
+            "update jobs set status = 'processing' where id = $1::text::uuid",
+            id
         )
         .execute(&app.pool)
         .await
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        later.push(("update".to_owned(), id.clone()));
+        let added = insert(&app, &format!("https://example.com/later-{n}.mp4")).await;
+        later.push(("insert".to_owned(), added));
     }
-    assert_eq!(counting.await.unwrap(), rows);
-
-    // Now the stalled client reads: somewhere in what it gets is a reset.
-    let mut seen = Vec::new();
-    let mut buffer = vec![0u8; 1 << 16];
-    let found = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let n = stalled.read(&mut buffer).await.unwrap();
-            assert!(n > 0, "stream ended before a reset");
-            seen.extend_from_slice(&buffer[..n]);
-            if seen.windows(13).any(|w| w == b"event: reset\n") {
-                return;
-            }
-            if seen.len() > 4096 {
-                seen.drain(..seen.len() - 4096);
-            }
-        }
-    })
-    .await;
-    assert!(found.is_ok(), "the stalled client was never sent a reset");
+    let sentinel = insert(&app, "https://example.com/sentinel.mp4").await;
+    for events in [&mut reader, &mut stalled] {
+        let arrived: Vec<(String, String)> = until_insert_of(events, &sentinel)
+            .await
+            .iter()
+            .map(|e| (e.event.clone(), job(e)["id"].as_str().unwrap().to_owned()))
+            .collect();
+        assert_eq!(arrived, later);
+    }
 }
 
 #[tokio::test]

@@ -31,6 +31,8 @@ pub const ADMIN: &str = "admin@example.com";
 pub struct TestApp {
     pub address: String,
     pub pool: PgPool,
+    /// The app's change feed (tests read its streams without a socket).
+    pub feed: server::changes::ChangeFeed,
     /// Signed in as [`ADMIN`] (a session cookie), sending this server's `Origin` like a page.
     pub client: Client,
     /// The admin session's CSRF token, for forms posted as a browser without JavaScript.
@@ -131,6 +133,7 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
     let app = Application::build(&settings).await.expect("build the app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let pool = app.pool().clone();
+    let feed = app.feed().clone();
     let processor_key = app
         .processor()
         .map(|processor| secrecy::ExposeSecret::expose_secret(processor.api_key()).to_owned());
@@ -144,6 +147,7 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
         client: browser(&address),
         address,
         pool,
+        feed,
         csrf: String::new(),
         setup_link,
         db_name: db_name.to_owned(),

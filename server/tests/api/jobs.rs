@@ -324,3 +324,43 @@ async fn the_database_refuses_unknown_statuses() {
     let err = result.unwrap_err().to_string();
     assert!(err.contains("jobs_status_check"), "{err}");
 }
+
+/// A page read cancelled at any point (a client hanging up mid-request) leaves its pooled
+/// connection outside any transaction. Before `db::begin`, a cancellation between `BEGIN` and
+/// sqlx's bookkeeping returned the connection still inside the read-only transaction, and the
+/// next writer on it failed (seen as sign-ins answering 500).
+#[tokio::test]
+async fn a_cancelled_page_read_leaves_no_connection_inside_its_transaction() {
+    let app = spawn_app().await;
+    app.create_job(json!({ "input_url": "https://example.com/clip.mp4" }))
+        .await;
+    // One connection, so every read and every check uses the same one.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&crate::helpers::test_database_url(&app))
+        .await
+        .unwrap();
+    let limit = reeltime::PageLimit::new(50).unwrap();
+    let mut cancelled = 0;
+    for step in 0..300u64 {
+        // Deadlines from 0 to ~3 ms hit every point of the read: before, during and after BEGIN.
+        let deadline = std::time::Duration::from_micros(step * 10);
+        let read = app::db::list_jobs(&pool, None, limit);
+        if tokio::time::timeout(deadline, read).await.is_err() {
+            cancelled += 1;
+        }
+        let read_only =
+            sqlx::query_scalar!(r#"select current_setting('transaction_read_only') as "v!""#)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            read_only, "off",
+            "after {step} reads the pooled connection is still inside a read-only transaction"
+        );
+    }
+    assert!(
+        cancelled > 0,
+        "no read was cancelled: the test tested nothing"
+    );
+}

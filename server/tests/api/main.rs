@@ -1,6 +1,8 @@
 //! The API's integration tests: one binary, each test with its own app and database.
 
 mod access;
+mod bad_input;
+mod callbacks;
 mod cli;
 mod embedded;
 mod events;
@@ -8,6 +10,12 @@ mod health;
 mod helpers;
 mod ittybit;
 mod jobs;
+mod openapi;
+mod oracle;
 mod pages;
 mod processor;
+mod processor_paths;
+mod replay;
+mod reports;
 mod retention;
+mod sse;

@@ -24,7 +24,7 @@ use crate::helpers::{eventually, spawn_app_with, TestApp};
 const SECRET: &str = "whsec-processor-tests-0123456789abcdef";
 
 /// The processor on, fetching from the test's own (loopback) servers.
-async fn spawn_processor() -> TestApp {
+pub(crate) async fn spawn_processor() -> TestApp {
     spawn_app_with(&[
         ("REELTIME_PROCESSOR", "on"),
         ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
@@ -34,7 +34,7 @@ async fn spawn_processor() -> TestApp {
 }
 
 /// A 2 s, 640x360, 25 fps clip with a tone, made once per test run.
-fn clip() -> &'static [u8] {
+pub(crate) fn clip() -> &'static [u8] {
     static CLIP: OnceLock<Vec<u8>> = OnceLock::new();
     CLIP.get_or_init(|| {
         let path = std::env::temp_dir().join(format!(
@@ -76,7 +76,7 @@ fn clip() -> &'static [u8] {
 }
 
 /// A server holding the clip at `/clip.mp4` and some text at `/notes.txt`.
-async fn media_server() -> MockServer {
+pub(crate) async fn media_server() -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/clip.mp4"))
@@ -112,7 +112,7 @@ impl TestApp {
     }
 
     /// `POST /ittybit-local/jobs`, returning the status and body.
-    async fn processor_create(&self, body: &Value, key: Option<&str>) -> (u16, Value) {
+    pub(crate) async fn processor_create(&self, body: &Value, key: Option<&str>) -> (u16, Value) {
         let mut request = self
             .client
             .post(self.processor_url("/jobs"))
@@ -125,7 +125,7 @@ impl TestApp {
         (response.status().as_u16(), response.json().await.unwrap())
     }
 
-    async fn processor_get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn processor_get(&self, path: &str) -> (u16, Value) {
         let response = self
             .client
             .get(self.processor_url(path))
@@ -137,14 +137,14 @@ impl TestApp {
     }
 
     /// Creates a processor job and waits until it is finished.
-    async fn processor_run(&self, body: Value) -> Value {
+    pub(crate) async fn processor_run(&self, body: Value) -> Value {
         let (status, job) = self.processor_create(&body, None).await;
         assert_eq!(status, 201, "{body}: {job}");
         self.processor_wait(job["id"].as_str().unwrap()).await
     }
 
     /// Reads a processor job until it is finished.
-    async fn processor_wait(&self, id: &str) -> Value {
+    pub(crate) async fn processor_wait(&self, id: &str) -> Value {
         eventually(FINISH_WITHIN, || async {
             let (status, job) = self.processor_get(&format!("/jobs/{id}")).await;
             assert_eq!(status, 200, "{job}");
@@ -154,7 +154,7 @@ impl TestApp {
     }
 
     /// Reads a dashboard job until it is finished.
-    async fn dashboard_wait(&self, id: &str) -> Value {
+    pub(crate) async fn dashboard_wait(&self, id: &str) -> Value {
         eventually(FINISH_WITHIN, || async {
             finished(self.get_json(self.url(&format!("/api/jobs/{id}"))).await)
         })
@@ -783,7 +783,7 @@ async fn a_job_whose_worker_died_is_processed_once_its_lease_runs_out() {
 }
 
 /// A processor of the test's own with no workers, on the app's database: the test steps it.
-async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor {
+pub(crate) async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor {
     let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
     Processor::start(
         app.pool.clone(),
@@ -812,7 +812,7 @@ async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor {
     .unwrap()
 }
 
-async fn queue(app: &TestApp, input: &str) -> String {
+pub(crate) async fn queue(app: &TestApp, input: &str) -> String {
     let job = NewProcessorJob {
         kind: reeltime::JobKind::Audio,
         input,

@@ -1,0 +1,71 @@
+//! `GET /api/openapi.json`: the JSON API described as OpenAPI 3.1, generated from the
+//! handlers' `#[utoipa::path]` attributes and the domain types' schemas, so it cannot drift
+//! from the code. Access: public, like the API it describes (`tests/api/openapi.rs` says so).
+//!
+//! Covered: the jobs API, the event stream, Ittybit's callback, health. Not covered: the
+//! dashboard's pages and its form's server function (HTML), and the built-in processor's
+//! Ittybit-compatible API under `/ittybit-local` (documented by the Ittybit contract).
+
+use std::collections::BTreeMap;
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+use super::AppState;
+
+pub const PATH: &str = "/api/openapi.json";
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(PATH, get(|| async { Json(ApiDoc::openapi()) }))
+}
+
+/// Every error the API answers with: a machine-readable `error`, a `message` for people, and
+/// for invalid submissions the `fields` at fault.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the JSON that `error::ApiError` writes
+pub struct ErrorBody {
+    /// `bad_request`, `not_found`, `validation_failed`, `invalid_body`, `payload_too_large`,
+    /// `unsupported_media_type`, `unauthorized`, `internal`.
+    error: String,
+    message: String,
+    /// Field name to message, on `validation_failed`.
+    fields: Option<BTreeMap<String, String>>,
+}
+
+/// What the callback answers a delivery it took.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the JSON the callback writes
+pub struct CallbackAnswer {
+    ok: bool,
+    /// `applied`, `unchanged` or `unknown_job`.
+    outcome: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Reeltime",
+        description = "Jobs, their live changes, and the processor's callbacks."
+    ),
+    paths(
+        super::jobs::create,
+        super::jobs::list,
+        super::jobs::read,
+        super::events::events,
+        super::ittybit::callback,
+        super::health::healthz,
+        super::health::readyz,
+    ),
+    components(schemas(
+        reeltime::Job,
+        reeltime::JobPage,
+        reeltime::JobSubmission,
+        reeltime::JobStatus,
+        reeltime::JobKind,
+        reeltime::FieldErrors,
+        ErrorBody,
+        CallbackAnswer
+    ))
+)]
+pub struct ApiDoc;
