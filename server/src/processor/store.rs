@@ -110,7 +110,7 @@ pub async fn create(
     job: &NewProcessorJob<'_>,
     idempotency_key: Option<&str>,
 ) -> Result<(ProcessorJob, bool), sqlx::Error> {
-    let mut tx = app::db::begin(pool).await?;
+    let mut tx = begin(pool).await?;
     if let Some(key) = idempotency_key {
         // A key is free again 24 hours after first use.
         sqlx::query!(
@@ -375,4 +375,14 @@ mod tests {
             Some("the input has no video stream")
         );
     }
+}
+
+/// `BEGIN` in its own task, so a cancelled request cannot return its connection to the pool
+/// inside the transaction: sqlx records the transaction only once `BEGIN` is answered (the
+/// dashboard's `app::db::begin` has the whole story; the processor keeps no tie to `app`).
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
 }
