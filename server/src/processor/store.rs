@@ -315,6 +315,16 @@ pub async fn requeue(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// `BEGIN` in its own task, so a cancelled request cannot return its connection to the pool
+/// inside the transaction: sqlx records the transaction only once `BEGIN` is answered (the
+/// dashboard's `app::db::begin` has the whole story; the processor keeps no tie to `app`).
+async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,14 +385,4 @@ mod tests {
             Some("the input has no video stream")
         );
     }
-}
-
-/// `BEGIN` in its own task, so a cancelled request cannot return its connection to the pool
-/// inside the transaction: sqlx records the transaction only once `BEGIN` is answered (the
-/// dashboard's `app::db::begin` has the whole story; the processor keeps no tie to `app`).
-async fn begin(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let pool = pool.clone();
-    tokio::spawn(async move { pool.begin().await })
-        .await
-        .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
 }
