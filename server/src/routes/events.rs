@@ -28,12 +28,12 @@ use tokio_util::sync::CancellationToken;
 
 use app::db::changes::{read_changes, resume_bounds};
 
-use super::openapi::ErrorBody;
 use super::AppState;
 use crate::auth::gate::too_many;
 use crate::auth::limits::StreamSlot;
 use crate::auth::CurrentUser;
 use crate::changes::{ChangeFeed, Frame, Message};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiQuery};
 
 const REPLAY_BATCH: i64 = 500;

@@ -45,10 +45,10 @@ struct Outcome {
     request_body(content = Object, description = "A webhook in any of the contract's shapes.", content_type = "application/json"),
     params(("Ittybit-Signature" = String, Header, description = "Hex HMAC-SHA256 of the body.")),
     responses(
-        (status = 200, description = "Taken (applied, unchanged, or for a job we do not know).", body = super::openapi::CallbackAnswer),
-        (status = 400, description = "Signed, but not a JSON object.", body = super::openapi::ErrorBody),
-        (status = 401, description = "Missing or bad signature, or no secret configured.", body = super::openapi::ErrorBody),
-        (status = 413, description = "Over 1 MiB.", body = super::openapi::ErrorBody)))]
+        (status = 200, description = "Taken (applied, unchanged, or for a job we do not know).", body = CallbackAnswer),
+        (status = 400, description = "Signed, but not a JSON object.", body = crate::error::ErrorBody),
+        (status = 401, description = "Missing or bad signature, or no secret configured.", body = crate::error::ErrorBody),
+        (status = 413, description = "Over 1 MiB.", body = crate::error::ErrorBody)))]
 #[tracing::instrument(name = "callback", skip_all, fields(job_id = tracing::field::Empty))]
 async fn callback(
     State(state): State<AppState>,
@@ -140,4 +140,13 @@ async fn handle(
         outcome,
     };
     Ok((delivery, Ok(answer)))
+}
+
+/// What the callback answers a delivery it took.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the JSON the callback writes
+pub struct CallbackAnswer {
+    ok: bool,
+    /// `applied`, `unchanged` or `unknown_job`.
+    outcome: String,
 }

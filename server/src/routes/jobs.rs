@@ -9,9 +9,9 @@ use axum::{Extension, Json, Router};
 use reeltime::{Job, JobId, JobPage, JobSubmission, PageCursor, PageLimit};
 use serde::Deserialize;
 
-use super::openapi::ErrorBody;
 use super::AppState;
 use crate::auth::CurrentUser;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 
 /// Largest job submission accepted.

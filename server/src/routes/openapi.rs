@@ -6,8 +6,6 @@
 //! dashboard's pages and its form's server function (HTML), and the built-in processor's
 //! Ittybit-compatible API under `/ittybit-local` (documented by the Ittybit contract).
 
-use std::collections::BTreeMap;
-
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
@@ -18,28 +16,6 @@ pub const PATH: &str = "/api/openapi.json";
 
 pub fn router() -> Router<AppState> {
     Router::new().route(PATH, get(|| async { Json(ApiDoc::openapi()) }))
-}
-
-/// Every error the API answers with: a machine-readable `error`, a `message` for people, and
-/// for invalid submissions the `fields` at fault.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the JSON that `error::ApiError` writes
-pub struct ErrorBody {
-    /// `bad_request`, `not_found`, `validation_failed`, `invalid_body`, `payload_too_large`,
-    /// `unsupported_media_type`, `unauthorized`, `internal`.
-    error: String,
-    message: String,
-    /// Field name to message, on `validation_failed`.
-    fields: Option<BTreeMap<String, String>>,
-}
-
-/// What the callback answers a delivery it took.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the JSON the callback writes
-pub struct CallbackAnswer {
-    ok: bool,
-    /// `applied`, `unchanged` or `unknown_job`.
-    outcome: String,
 }
 
 #[derive(OpenApi)]
@@ -64,8 +40,8 @@ pub struct CallbackAnswer {
         reeltime::JobStatus,
         reeltime::JobKind,
         reeltime::FieldErrors,
-        ErrorBody,
-        CallbackAnswer
+        crate::error::ErrorBody,
+        super::ittybit::CallbackAnswer
     ))
 )]
 pub struct ApiDoc;
