@@ -165,6 +165,19 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// Every error the API answers with: a machine-readable `error`, a `message` for people, and
+/// for invalid submissions the `fields` at fault.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // describes the JSON that `ApiError` writes
+pub struct ErrorBody {
+    /// `bad_request`, `not_found`, `validation_failed`, `invalid_body`, `payload_too_large`,
+    /// `unsupported_media_type`, `unauthorized`, `internal`.
+    error: String,
+    message: String,
+    /// Field name to message, on `validation_failed`.
+    fields: Option<std::collections::BTreeMap<String, String>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,17 +189,4 @@ mod tests {
         let other = ApiError::from(sqlx::Error::RowNotFound).into_response();
         assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
-}
-
-/// Every error the API answers with: a machine-readable `error`, a `message` for people, and
-/// for invalid submissions the `fields` at fault.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)] // describes the JSON that `error::ApiError` writes
-pub struct ErrorBody {
-    /// `bad_request`, `not_found`, `validation_failed`, `invalid_body`, `payload_too_large`,
-    /// `unsupported_media_type`, `unauthorized`, `internal`.
-    error: String,
-    message: String,
-    /// Field name to message, on `validation_failed`.
-    fields: Option<std::collections::BTreeMap<String, String>>,
 }
