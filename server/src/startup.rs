@@ -110,6 +110,7 @@ impl Application {
             origins: Arc::new(Origins::new(&public_url, &self_authority(local))),
             link_key: random_hex().into_bytes().into(),
             processor_key: None,
+            metrics_token: settings.metrics_token.clone(),
             https: public_url.starts_with("https://"),
         };
         let mut state = AppState {
@@ -123,6 +124,7 @@ impl Application {
             auth,
             session_idle: time::Duration::try_from(access.session_idle)
                 .unwrap_or(time::Duration::WEEK),
+            trusted_proxies: settings.trusted_proxies.clone(),
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {
@@ -163,6 +165,13 @@ impl Application {
                 None
             }
         };
+        crate::metrics::handle();
+        crate::metrics::watch_jobs(
+            &feed,
+            crate::metrics::service_label(state.service, client.is_some()),
+            &tasks,
+            &cancel,
+        );
         if let Some(config) = client {
             let client = IttybitClient::new(config).map_err(StartupError::HttpClient)?;
             let ittybit = &settings.ittybit;

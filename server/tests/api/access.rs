@@ -105,6 +105,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "L F F A L L L L",
     ),
     ("GET", "/api/jobs", "/api/jobs", "U A A A A A U U"),
+    ("GET", "/metrics", "/metrics", "U F F A F F U U"),
     ("POST", "/api/jobs", "/api/jobs", "U F A A F A U U"),
     (
         "GET",

@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod ittybit;
 mod jobs;
+mod metrics;
 mod openapi;
 mod oracle;
 mod pages;
