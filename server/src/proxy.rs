@@ -35,9 +35,11 @@ impl TrustedProxies {
                 Ok(net) => net,
                 Err(_) => match item.parse::<IpAddr>() {
                     Ok(ip) => IpNet::from(ip),
-                    Err(_) => return Err(format!(
+                    Err(_) => {
+                        return Err(format!(
                         "\"{item}\" is not an IP address or network (e.g. 127.0.0.1 or 10.0.0.0/8)"
-                    )),
+                    ))
+                    }
                 },
             };
             nets.push(net);

@@ -16,6 +16,7 @@ mod oracle;
 mod pages;
 mod processor;
 mod processor_paths;
+mod proxy;
 mod replay;
 mod reports;
 mod retention;
