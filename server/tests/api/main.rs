@@ -21,3 +21,4 @@ mod replay;
 mod reports;
 mod retention;
 mod sse;
+mod supabase;
