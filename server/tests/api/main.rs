@@ -4,6 +4,7 @@ mod access;
 mod bad_input;
 mod callbacks;
 mod cli;
+mod deploy;
 mod embedded;
 mod events;
 mod health;
