@@ -39,3 +39,8 @@ alter table jobs enable trigger user;
 create index if not exists jobs_finished_at_idx on jobs (finished_at)
     include (status, created_at, started_at, output_size)
     where finished_at is not null;
+
+-- Jobs not yet finished (the "processing now" figure, and the dispatcher's pending ones): few
+-- at any time, however many finished jobs the table holds.
+create index if not exists jobs_active_idx on jobs (status)
+    where status in ('pending', 'queued', 'processing');

@@ -59,6 +59,8 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("POST", "/api/fn/whoami", Public),
     ("POST", "/api/fn/list_tokens", Api(Viewer)),
     ("POST", "/api/fn/list_users", Api(Admin)),
+    ("GET", "/stats", Page(Viewer)),
+    ("POST", "/api/fn/stats", Api(Viewer)),
     // Signing in and out, the first admin, one's own account.
     ("GET", "/login", Public),
     ("POST", "/login", Public),

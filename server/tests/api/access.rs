@@ -72,6 +72,8 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "/api/fn/list_users",
         "U F F A F F U U",
     ),
+    ("GET", "/stats", "/stats", "L A A A L L L L"),
+    ("POST", "/api/fn/stats", "/api/fn/stats", "U A A A A A U U"),
     ("GET", "/login", "/login", "A A A A A A A A"),
     ("POST", "/login", "/login", "A A A A A A A A"),
     ("POST", "/logout", "/logout", "L A A A L L L L"),

@@ -22,4 +22,5 @@ mod replay;
 mod reports;
 mod retention;
 mod sse;
+mod stats;
 mod supabase;
