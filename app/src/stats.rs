@@ -188,9 +188,12 @@ fn Figures(stats: StatsData) -> impl IntoView {
 pub fn StatsPage() -> impl IntoView {
     let figures = Resource::new(|| (), |_| stats());
     follow_feed(figures);
+    // Effects run only in the browser: set once hydrated (the browser tests wait for it).
+    let hydrated = RwSignal::new(false);
+    Effect::new(move |_| hydrated.set(true));
     view! {
         <SiteHeader/>
-        <main class="stats">
+        <main class="stats" data-hydrated=move || hydrated.get().to_string()>
             <h1>"StatsData"</h1>
             <Transition fallback=|| view! { <p class="muted">"Loading…"</p> }>
                 {move || Suspend::new(async move {
