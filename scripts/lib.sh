@@ -138,6 +138,22 @@ ensure_postgres_binaries() {
   command -v psql >/dev/null || apt_install postgresql-client
 }
 
+# nginx (the reverse-proxy test, server/tests/api/proxy.rs), pgbouncer (the transaction-mode
+# pooler test, server/tests/api/supabase.rs) and openssl (the test's self-signed certificate).
+# Debian puts nginx and pgbouncer in /usr/sbin, which may not be on PATH.
+ensure_proxy_tools() {
+  step "nginx, pgbouncer and openssl (the deployment tests)"
+  if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    apt_install nginx
+  fi
+  if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
+    apt_install pgbouncer
+  fi
+  command -v openssl >/dev/null || apt_install openssl
+  # The packages start system services of their own; the tests run private copies instead.
+  note "$( (command -v nginx || echo /usr/sbin/nginx) | xargs -I{} {} -v 2>&1)"
+}
+
 ensure_ffmpeg() {
   step "ffmpeg and ffprobe (the built-in processor)"
   if ! command -v ffmpeg >/dev/null || ! command -v ffprobe >/dev/null; then

@@ -11,6 +11,7 @@ ensure_build_tools
 ensure_sqlx_cli
 ensure_postgres_binaries
 ensure_ffmpeg
+ensure_proxy_tools
 ensure_schemathesis
 
 step "Chromium and the browser-test packages"

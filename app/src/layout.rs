@@ -34,6 +34,7 @@ fn UserMenu(info: SessionInfo) -> impl IntoView {
     view! {
         <nav class="user-menu" aria-label="Account">
             <a href="/">"Jobs"</a>
+            <a href="/stats">"Stats"</a>
             {admin}
             <a href="/account" class="signed-in-as" title="Your account">
                 {viewer.email.clone()}

@@ -12,6 +12,7 @@ pub mod db;
 mod layout;
 mod live;
 pub mod session;
+pub mod stats;
 mod store;
 
 use leptos::prelude::*;
@@ -56,6 +57,7 @@ pub fn App() -> impl IntoView {
                 <Route path=StaticSegment("") view=Dashboard ssr=SsrMode::Async/>
                 <Route path=StaticSegment("login") view=account::LoginPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("setup") view=account::SetupPage ssr=SsrMode::Async/>
+                <Route path=StaticSegment("stats") view=stats::StatsPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("account") view=account::AccountPage ssr=SsrMode::Async/>
                 <Route path=(StaticSegment("admin"), StaticSegment("users")) view=admin::UsersPage ssr=SsrMode::Async/>
             </Routes>

@@ -191,6 +191,18 @@ pub const VARIABLES: &[Variable] = &[
         help: "The log of webhook deliveries keeps this many days.",
     },
     Variable {
+        name: "REELTIME_METRICS_TOKEN",
+        default: "(unset: admins' sessions and tokens only)",
+        help: "A bearer token (32 bytes or more) that may read GET /metrics and nothing else, \
+               for Prometheus.",
+    },
+    Variable {
+        name: "REELTIME_TRUSTED_PROXIES",
+        default: "(none)",
+        help: "Reverse proxies whose X-Forwarded-For is believed: addresses or networks, \
+               comma-separated (e.g. 127.0.0.1,::1). From anyone else it is ignored.",
+    },
+    Variable {
         name: "LEPTOS_SITE_ROOT",
         default: "target/site",
         help: "Folder holding the built browser bundle (pkg/) and public assets.",
@@ -269,6 +281,10 @@ pub struct Settings {
     pub retention: Retention,
     pub site_root: PathBuf,
     pub log_filter: String,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: crate::proxy::TrustedProxies,
+    /// Reads `/metrics` (and nothing else).
+    pub metrics_token: Option<SecretString>,
 }
 
 impl fmt::Debug for Settings {
@@ -298,6 +314,11 @@ impl fmt::Debug for Settings {
             .field("access", &self.access)
             .field("retention", &self.retention)
             .field("site_root", &self.site_root)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -446,6 +467,26 @@ impl Settings {
                 ),
             });
         }
+        let trusted_proxies = crate::proxy::TrustedProxies::parse(
+            &var("REELTIME_TRUSTED_PROXIES").unwrap_or_default(),
+        )
+        .map_err(|problem| ConfigError {
+            name: "REELTIME_TRUSTED_PROXIES",
+            problem,
+        })?;
+        let metrics_token = var("REELTIME_METRICS_TOKEN");
+        if let Some(token) = &metrics_token {
+            if token.len() < MIN_WEBHOOK_SECRET_BYTES {
+                return Err(ConfigError {
+                    name: "REELTIME_METRICS_TOKEN",
+                    problem: format!(
+                        "is {} bytes long; use at least {MIN_WEBHOOK_SECRET_BYTES} \
+                         (e.g. openssl rand -hex 32)",
+                        token.len()
+                    ),
+                });
+            }
+        }
         Ok(Settings {
             host,
             port: parse(
@@ -473,6 +514,8 @@ impl Settings {
             retention,
             site_root: value("LEPTOS_SITE_ROOT").into(),
             log_filter: value("RUST_LOG"),
+            trusted_proxies,
+            metrics_token: metrics_token.map(SecretString::from),
         })
     }
 

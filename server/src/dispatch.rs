@@ -138,7 +138,15 @@ impl Dispatcher {
             job.options.clone(),
             settings.webhook_url.clone(),
         );
+        metrics::counter!(crate::metrics::DISPATCH_ATTEMPTS).increment(1);
         let outcome = self.client.create_job(&request, &job.id.to_string()).await;
+        if outcome.is_err() {
+            let kind = match &outcome {
+                Err(CallError::Transient { .. }) => "transient",
+                _ => "permanent",
+            };
+            metrics::counter!(crate::metrics::DISPATCH_ERRORS, "kind" => kind).increment(1);
+        }
         let stored = match outcome {
             Ok(created) => {
                 let mut report = created.normalize();

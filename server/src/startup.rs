@@ -49,6 +49,15 @@ pub enum StartupError {
     DatabaseUrl(sqlx::Error),
     #[error("could not connect to the database: {0}")]
     Connect(sqlx::Error),
+    #[error(
+        "DATABASE_URL points at a transaction-mode connection pooler (two connections were \
+         given the same database session, as PgBouncer in transaction mode and Supabase's \
+         pooler on port 6543 do). Reeltime holds a LISTEN connection for the live feed, which \
+         such a pooler cannot carry. Connect directly or through a session-mode pooler: on \
+         Supabase, port 5432 (db.<project>.supabase.co:5432, or the pooler's session mode on \
+         5432), not 6543."
+    )]
+    TransactionPooler,
     #[error("could not migrate the database: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("could not set up the HTTP client: {0}")]
@@ -110,6 +119,7 @@ impl Application {
             origins: Arc::new(Origins::new(&public_url, &self_authority(local))),
             link_key: random_hex().into_bytes().into(),
             processor_key: None,
+            metrics_token: settings.metrics_token.clone(),
             https: public_url.starts_with("https://"),
         };
         let mut state = AppState {
@@ -123,6 +133,7 @@ impl Application {
             auth,
             session_idle: time::Duration::try_from(access.session_idle)
                 .unwrap_or(time::Duration::WEEK),
+            trusted_proxies: settings.trusted_proxies.clone(),
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {
@@ -163,6 +174,13 @@ impl Application {
                 None
             }
         };
+        crate::metrics::handle();
+        crate::metrics::watch_jobs(
+            &feed,
+            crate::metrics::service_label(state.service, client.is_some()),
+            &tasks,
+            &cancel,
+        );
         if let Some(config) = client {
             let client = IttybitClient::new(config).map_err(StartupError::HttpClient)?;
             let ittybit = &settings.ittybit;
@@ -287,6 +305,9 @@ async fn connect(settings: &Settings) -> Result<(PgPool, Option<EmbeddedPostgres
             (pg.connect_options(), Some(pg))
         }
     };
+    if let Some(url) = &settings.database_url {
+        refuse_transaction_pooler(&connect, url.expose_secret()).await?;
+    }
     let pool = PgPoolOptions::new()
         .max_connections(settings.db_max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -294,6 +315,41 @@ async fn connect(settings: &Settings) -> Result<(PgPool, Option<EmbeddedPostgres
         .await
         .map_err(StartupError::Connect)?;
     Ok((pool, embedded))
+}
+
+/// Refuse a transaction-mode pooler before anything else talks to it (its first symptom would
+/// otherwise be a puzzling "prepared statement does not exist" from the migrations, and later
+/// a live feed that silently hears nothing): two connections opened one after the other must
+/// be two database sessions. Through a transaction-mode pooler, the second is handed the
+/// session the first just released. Simple queries only (no prepared statements), which such
+/// a pooler does carry.
+#[tracing::instrument(skip_all)]
+async fn refuse_transaction_pooler(
+    options: &PgConnectOptions,
+    url: &str,
+) -> Result<(), StartupError> {
+    use sqlx::{Connection, Row};
+    let backend = |options: PgConnectOptions| async move {
+        let mut conn = sqlx::PgConnection::connect_with(&options)
+            .await
+            .map_err(StartupError::Connect)?;
+        let row = sqlx::raw_sql("select pg_backend_pid()")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(StartupError::Connect)?;
+        let pid: i32 = row.try_get(0).map_err(StartupError::Connect)?;
+        Ok::<_, StartupError>((conn, pid))
+    };
+    let (first, first_pid) = backend(options.clone()).await?;
+    let (second, second_pid) = backend(options.clone()).await?;
+    let _ = (first.close().await, second.close().await);
+    if first_pid == second_pid {
+        return Err(StartupError::TransactionPooler);
+    }
+    if url::Url::parse(url).ok().and_then(|u| u.port()) == Some(6543) {
+        tracing::warn!("DATABASE_URL uses port 6543, Supabase's transaction-mode pooler port; the live feed needs a session (port 5432)");
+    }
+    Ok(())
 }
 
 fn leptos_options(settings: &Settings, local: SocketAddr) -> LeptosOptions {

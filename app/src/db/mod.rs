@@ -16,6 +16,7 @@
 pub mod changes;
 pub mod jobs;
 pub mod outbox;
+pub mod stats;
 mod transaction;
 pub mod users;
 pub mod webhooks;

@@ -53,6 +53,9 @@ pub async fn gate(State(auth): State<Auth>, request: Request, next: Next) -> Res
     match rule {
         Rule::Signed | Rule::ProcessorKey => return next.run(request).await,
         Rule::Files if files_key_or_link(&auth, &request) => return next.run(request).await,
+        Rule::Metrics if bearer_is(auth.metrics_token.as_ref(), &request) => {
+            return next.run(request).await
+        }
         _ => {}
     }
     let session = request.extensions().get::<Session>().cloned();
@@ -149,7 +152,12 @@ async fn identify(
                 Some(owner) => Who::Person(CurrentUser {
                     id: owner.user.id,
                     email: owner.user.email,
-                    role: owner.scope.limit(owner.user.role),
+                    // Metrics are read-only: the account's role, whatever the token's scope.
+                    role: if rule == Rule::Metrics {
+                        owner.user.role
+                    } else {
+                        owner.scope.limit(owner.user.role)
+                    },
                     csrf: None,
                 }),
                 None => Who::BadToken,
@@ -174,6 +182,20 @@ async fn identify(
         role: user.role,
         csrf: Some(csrf),
     }))
+}
+
+/// Whether the request's bearer token is `expected` (compared in constant time).
+fn bearer_is(expected: Option<&secrecy::SecretString>, request: &Request) -> bool {
+    let Some(expected) = expected else {
+        return false;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    bool::from(given.as_bytes().ct_eq(expected.expose_secret().as_bytes()))
 }
 
 /// The built-in processor's key, or a valid signed link: enough for a media file.

@@ -96,6 +96,8 @@ pub struct Auth {
     pub link_key: Arc<[u8]>,
     /// The built-in processor's key, accepted for its own files and samples.
     pub processor_key: Option<SecretString>,
+    /// `REELTIME_METRICS_TOKEN`: enough for `GET /metrics`, for nothing else.
+    pub metrics_token: Option<SecretString>,
     /// The public URL is https: cookies are Secure and HSTS is sent.
     pub https: bool,
 }

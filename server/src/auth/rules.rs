@@ -24,6 +24,10 @@ pub enum Rule {
     Form(Role),
     /// JSON for the dashboard and for scripts: a session or a personal API token.
     Api(Role),
+    /// `GET /metrics`: `REELTIME_METRICS_TOKEN` (checked by the gate), or what `Api(Admin)`
+    /// accepts. An admin's token of either scope will do: scraping reads, and a read token is
+    /// what Prometheus should hold.
+    Metrics,
 }
 
 impl Rule {
@@ -32,13 +36,14 @@ impl Rule {
         match self {
             Rule::Page(role) | Rule::Form(role) | Rule::Api(role) => Some(role),
             Rule::Files => Some(Role::Viewer),
+            Rule::Metrics => Some(Role::Admin),
             _ => None,
         }
     }
 
     /// Whether a personal API token is accepted.
     pub fn accepts_tokens(self) -> bool {
-        matches!(self, Rule::Api(_) | Rule::Files)
+        matches!(self, Rule::Api(_) | Rule::Files | Rule::Metrics)
     }
 }
 
@@ -54,6 +59,8 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("POST", "/api/fn/whoami", Public),
     ("POST", "/api/fn/list_tokens", Api(Viewer)),
     ("POST", "/api/fn/list_users", Api(Admin)),
+    ("GET", "/stats", Page(Viewer)),
+    ("POST", "/api/fn/stats", Api(Viewer)),
     // Signing in and out, the first admin, one's own account.
     ("GET", "/login", Public),
     ("POST", "/login", Public),
@@ -83,6 +90,8 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("GET", "/readyz", Public),
     // The API's description holds no data: public, like the health checks.
     ("GET", "/api/openapi.json", Public),
+    // Prometheus scrapes with an admin's API token (decision 011).
+    ("GET", "/metrics", Metrics),
     // The browser bundle and public files.
     ("GET", "/pkg/{*path}", Public),
     ("GET", "/favicon.svg", Public),

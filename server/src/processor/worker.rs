@@ -86,6 +86,7 @@ impl Processor {
         if let Some(job_id) = job.metadata.get("job_id").and_then(Value::as_str) {
             tracing::Span::current().record("job_id", job_id);
         }
+        let _busy = crate::metrics::GaugeGuard::new(crate::metrics::WORKERS_BUSY);
         let hooks = job
             .webhook_url
             .clone()

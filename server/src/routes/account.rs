@@ -21,6 +21,7 @@ use app::db::users::{self, CreateUserError};
 use super::AppState;
 use crate::auth::secrets::{new_token, random_hex, sha256, token_prefix};
 use crate::auth::{password, CurrentUser, Flash, CSRF, FLASH, NEW_TOKEN, USER_ID};
+use crate::proxy::ClientAddr;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -95,12 +96,15 @@ struct LoginForm {
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    client: Option<Extension<ClientAddr>>,
     session: Session,
     Form(form): Form<LoginForm>,
 ) -> Answer {
     let email = form.email.trim().to_owned();
-    if let Err(wait) = state.auth.limits.sign_in(peer.ip(), &email) {
-        tracing::warn!(address = %peer.ip(), "sign-in attempts over the limit");
+    // Behind a trusted proxy, the client it reports; else the peer.
+    let address = client.map_or(peer.ip(), |Extension(ClientAddr(ip))| ip);
+    if let Err(wait) = state.auth.limits.sign_in(address, &email) {
+        tracing::warn!(address = %address, "sign-in attempts over the limit");
         return Ok(too_many_sign_ins(wait.seconds()));
     }
     let found = users::credentials(&state.pool, &email).await?;

@@ -35,6 +35,7 @@ use crate::auth::CurrentUser;
 use crate::changes::{ChangeFeed, Frame, Message};
 use crate::error::ErrorBody;
 use crate::error::{ApiError, ApiQuery};
+use crate::metrics::{GaugeGuard, SSE_CLIENTS, SSE_EVENTS, SSE_RESETS};
 
 const REPLAY_BATCH: i64 = 500;
 /// Tells browsers to reconnect a second after the stream ends.
@@ -123,6 +124,7 @@ fn subscribe(
     slot: Option<StreamSlot>,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let subscriber = Subscriber {
+        _connected: GaugeGuard::new(SSE_CLIENTS),
         // Subscribed before anything is read, so nothing falls between replay and live.
         rx: feed.subscribe(),
         cancel: feed.cancelled().clone(),
@@ -133,6 +135,7 @@ fn subscribe(
         _slot: slot,
     };
     stream::unfold(subscriber, |s| async move { s.next().await })
+        .inspect(|_| metrics::counter!(SSE_EVENTS).increment(1))
 }
 
 enum Phase {
@@ -153,6 +156,8 @@ struct Subscriber {
     phase: Phase,
     /// One of the person's allowed streams, freed when this one ends.
     _slot: Option<StreamSlot>,
+    /// Counts this stream among the connected ones while it lasts.
+    _connected: GaugeGuard,
 }
 
 impl Subscriber {
@@ -294,6 +299,7 @@ impl Subscriber {
                 let position = page.position.unwrap_or_default();
                 self.last = position;
                 self.reflected = Some(snapshot);
+                metrics::counter!(SSE_RESETS).increment(1);
                 let data = serde_json::to_string(&page).expect("a page serialises");
                 Some(format!("id: {position}\nevent: reset\ndata: {data}\n\n"))
             }

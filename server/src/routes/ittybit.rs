@@ -67,6 +67,7 @@ async fn callback(
         tracing::debug!("an unsigned callback over the recording cap was not logged");
         return answer;
     }
+    metrics::counter!(crate::metrics::WEBHOOKS, "outcome" => outcome.outcome).increment(1);
     let report = outcome.report.as_ref();
     let delivery = Delivery {
         signature_ok: outcome.signature_ok,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub auth: Auth,
     /// How long a session lasts without use.
     pub session_idle: time::Duration,
+    /// Whose `X-Forwarded-For` is believed (the client address in logs and limits).
+    pub trusted_proxies: crate::proxy::TrustedProxies,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -120,6 +122,11 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let middleware = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+        // Before the span is made: the span names the client.
+        .layer(axum::middleware::from_fn_with_state(
+            state.trusted_proxies.clone(),
+            crate::proxy::client_address,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
                 let id = req
@@ -127,8 +134,13 @@ pub fn router(state: AppState) -> Router {
                     .get("x-request-id")
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("-");
+                let client = req
+                    .extensions()
+                    .get::<crate::proxy::ClientAddr>()
+                    .map(|c| c.0.to_string())
+                    .unwrap_or_else(|| "-".to_owned());
                 // The path only: query strings can carry things that don't belong in logs.
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+                tracing::info_span!("request", request_id = %id, client = %client, method = %req.method(), path = %req.uri().path())
             })
             .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
@@ -161,8 +173,11 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(ittybit::router())
         .merge(openapi::router())
+        .merge(crate::metrics::router())
         .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
         .fallback_service(static_files)
+        // Inside the router's routes, where the matched pattern is known.
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
         .layer(middleware)
         .with_state(state)
 }

@@ -72,6 +72,8 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "/api/fn/list_users",
         "U F F A F F U U",
     ),
+    ("GET", "/stats", "/stats", "L A A A L L L L"),
+    ("POST", "/api/fn/stats", "/api/fn/stats", "U A A A A A U U"),
     ("GET", "/login", "/login", "A A A A A A A A"),
     ("POST", "/login", "/login", "A A A A A A A A"),
     ("POST", "/logout", "/logout", "L A A A L L L L"),
@@ -105,6 +107,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "L F F A L L L L",
     ),
     ("GET", "/api/jobs", "/api/jobs", "U A A A A A U U"),
+    ("GET", "/metrics", "/metrics", "U F F A F F U U"),
     ("POST", "/api/jobs", "/api/jobs", "U F A A F A U U"),
     (
         "GET",

@@ -94,6 +94,14 @@ pub async fn spawn_app_with(settings: &[(&str, &str)]) -> TestApp {
     app
 }
 
+/// An app on a database prepared by the test (`db_name` on the test Postgres), which it owns
+/// (drops when done); `settings` may point `DATABASE_URL` elsewhere (another role, a pooler).
+pub async fn spawn_app_on(db_name: &str, settings: &[(&str, &str)]) -> TestApp {
+    let mut app = start(db_name, settings).await;
+    app.owns_database = true;
+    app
+}
+
 /// A second app on the same database as `other`, as a second server instance would be.
 pub async fn spawn_second_instance(other: &TestApp) -> TestApp {
     start(&other.db_name, &[]).await

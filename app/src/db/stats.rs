@@ -1,0 +1,90 @@
+//! The Stats page's figures, each one aggregate query over `jobs` (server only). The windows
+//! are read through indexes: `jobs_created_at_id_idx` for jobs created in the last hour or
+//! day, `jobs_finished_at_idx` (which carries the columns the aggregates read, so the scan is
+//! index-only once the table is vacuumed) for jobs finished in the last day, and
+//! `jobs_active_idx` for the jobs in flight. Rust only lays the few grouped rows onto the
+//! chart's buckets.
+
+use sqlx::PgPool;
+
+/// Jobs created per bucket, oldest first: `(bucket start as Unix seconds, count)`.
+pub type Buckets = Vec<(i64, i64)>;
+
+/// Jobs created in the last `hours`, grouped into buckets of `bucket_secs`.
+#[tracing::instrument(skip(pool))]
+pub async fn created_per_bucket(
+    pool: &PgPool,
+    hours: i32,
+    bucket_secs: i32,
+) -> Result<Buckets, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select (floor(extract(epoch from created_at)::float8 / $2::float8) * $2::float8)::bigint
+                      as "bucket!",
+                  count(*) as "count!"
+           from jobs
+           where created_at >= now() - make_interval(hours => $1)
+           group by 1
+           order by 1"#,
+        hours,
+        f64::from(bucket_secs),
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.bucket, r.count)).collect())
+}
+
+/// What happened to the jobs that finished in the last day.
+#[derive(Debug, Clone, Default)]
+pub struct Finished {
+    pub finished: i64,
+    pub failed: i64,
+    pub wait_p50: Option<f64>,
+    pub wait_p95: Option<f64>,
+    pub run_p50: Option<f64>,
+    pub run_p95: Option<f64>,
+    pub bytes_out: i64,
+}
+
+#[tracing::instrument(skip(pool))]
+pub async fn finished_last_day(pool: &PgPool) -> Result<Finished, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select count(*) as "finished!",
+                  count(*) filter (where status = 'failed') as "failed!",
+                  percentile_cont(0.5) within group
+                      (order by extract(epoch from started_at - created_at)) as wait_p50,
+                  percentile_cont(0.95) within group
+                      (order by extract(epoch from started_at - created_at)) as wait_p95,
+                  percentile_cont(0.5) within group
+                      (order by extract(epoch from finished_at - started_at)) as run_p50,
+                  percentile_cont(0.95) within group
+                      (order by extract(epoch from finished_at - started_at)) as run_p95,
+                  coalesce(sum(output_size), 0)::bigint as "bytes_out!"
+           from jobs
+           where finished_at >= now() - interval '24 hours'"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Finished {
+        finished: row.finished,
+        failed: row.failed,
+        wait_p50: row.wait_p50,
+        wait_p95: row.wait_p95,
+        run_p50: row.run_p50,
+        run_p95: row.run_p95,
+        bytes_out: row.bytes_out,
+    })
+}
+
+/// Jobs waiting (pending or queued) and processing now.
+#[tracing::instrument(skip(pool))]
+pub async fn in_flight(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select count(*) filter (where status in ('pending', 'queued')) as "waiting!",
+                  count(*) filter (where status = 'processing') as "processing!"
+           from jobs
+           where status in ('pending', 'queued', 'processing')"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((row.waiting, row.processing))
+}
