@@ -315,6 +315,10 @@ pub struct Job {
     pub output_width: Option<i32>,
     #[serde(default)]
     pub output_height: Option<i32>,
+    /// The input's size in bytes, once succeeded, if the processor said (the built-in one
+    /// does; Ittybit does not).
+    #[serde(default)]
+    pub input_size: Option<i64>,
     /// Grows with every write to the row, in the order the writes committed: a copy with a
     /// smaller version is older.
     pub version: i64,

@@ -138,6 +138,7 @@ mod tests {
             output_size: None,
             output_width: None,
             output_height: None,
+            input_size: None,
             version,
             created_by: None,
         }

@@ -261,6 +261,7 @@ impl Dispatcher {
                     progress: None,
                     output_url: None,
                     output: reeltime::OutputFacts::default(),
+                    input_size: None,
                     error: Some(format!("{service} no longer knows this job.")),
                 },
                 Err(err) => {

@@ -94,6 +94,10 @@ pub struct IttybitTask {
     /// A bare URL string or a file object.
     #[serde(deserialize_with = "lenient_file")]
     pub output: Option<IttybitFile>,
+    /// The input as a file object: a Reeltime extension (the built-in processor sends it,
+    /// with the downloaded input's `size`; Ittybit does not).
+    #[serde(deserialize_with = "lenient_file")]
+    pub input: Option<IttybitFile>,
     /// The error message, sent as a string or as `{"message": ...}`.
     #[serde(deserialize_with = "lenient_error")]
     pub error: Option<String>,
@@ -124,6 +128,9 @@ pub struct IttybitJob {
     /// The files listed by event envelopes.
     #[serde(deserialize_with = "lenient_files")]
     pub outputs: Vec<IttybitFile>,
+    /// The input: the URL string the job was created with, or a file object.
+    #[serde(deserialize_with = "lenient_file")]
+    pub input: Option<IttybitFile>,
     /// The error message, sent as a string or as `{"message": ...}`.
     #[serde(deserialize_with = "lenient_error")]
     pub error: Option<String>,
@@ -154,8 +161,19 @@ impl IttybitJob {
             }),
             output_url: self.output_url(),
             output: self.output_facts(),
+            input_size: self.input_size(),
             error: self.error.clone(),
         }
+    }
+
+    /// The input's size: from the job's `input` if it is a file object with one, else from
+    /// the last task's `input` (the built-in processor's extension, decision 007).
+    fn input_size(&self) -> Option<u64> {
+        let last_task = self.tasks.last().and_then(|task| task.input.as_ref());
+        [self.input.as_ref(), last_task]
+            .into_iter()
+            .flatten()
+            .find_map(|file| file.size)
     }
 
     /// The facts of the first of `output`, `outputs[0]` and the last task's `output` that has
@@ -231,6 +249,8 @@ pub struct Normalized {
     pub output_url: Option<String>,
     /// What the report says about the output.
     pub output: OutputFacts,
+    /// The input's size in bytes, when the processor says (a Reeltime extension).
+    pub input_size: Option<u64>,
     pub error: Option<String>,
 }
 

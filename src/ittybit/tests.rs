@@ -18,6 +18,7 @@ fn succeeded_abc123() -> Normalized {
         progress: Some(100),
         output_url: Some("https://cdn.example.com/out.mp4".into()),
         output: OutputFacts::default(),
+        input_size: None,
         error: None,
     }
 }
@@ -111,9 +112,38 @@ fn reads_the_contract_job_object() {
                 width: Some(1280),
                 height: Some(720),
             },
+            input_size: None,
             error: None,
         }
     );
+}
+
+#[test]
+fn the_input_size_is_read_from_the_task_s_input_file_object() {
+    // The built-in processor's extension: the job's `input` stays the contract's URL string,
+    // the task carries the input as a file object with its size.
+    let n = normalize(json!({
+        "status": "succeeded",
+        "input": "https://example.com/in.mp4",
+        "output": "https://cdn.example.com/out.mp4",
+        "tasks": [{"input": {"object": "file", "url": "https://example.com/in.mp4",
+                              "size": 1_234_567},
+                   "output": {"url": "https://cdn.example.com/out.mp4", "size": 4_567}}]
+    }));
+    assert_eq!(n.input_size, Some(1_234_567));
+    assert_eq!(n.output.size, Some(4_567));
+    // On the job itself, in any spelling; and in an event envelope.
+    let n = normalize(json!({"status": "succeeded", "input": {"filesize": "42"}}));
+    assert_eq!(n.input_size, Some(42));
+    let n = normalize(json!({"kind": "task.succeeded",
+        "data": {"input": {"size": 7}, "outputs": [{"url": "https://x.example/a.png"}]}}));
+    assert_eq!(n.input_size, Some(7));
+    // Ittybit proper: a bare URL, no size; unreadable sizes read as unknown.
+    assert_eq!(normalize(contract_job()).input_size, None);
+    for size in [json!(-1), json!("big"), json!(null)] {
+        let n = normalize(json!({"status": "succeeded", "tasks": [{"input": {"size": size}}]}));
+        assert_eq!(n.input_size, None);
+    }
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub async fn insert_job(
         "insert into jobs (input_url, kind, options, created_by) values ($1, $2, $3, $4)
          returning id, input_url, kind, options, status, task_id, output_url, error,
              created_at, updated_at, progress, output_duration_ms, output_size, output_width,
-             output_height, version, created_by",
+             output_height, input_size, version, created_by",
         job.input_url.as_str(),
         job.kind().as_str(),
         job.options(),
@@ -60,7 +60,7 @@ pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Erro
         Job,
         "select id, input_url, kind, options, status, task_id, output_url, error, created_at,
              updated_at, progress, output_duration_ms, output_size, output_width, output_height,
-             version, created_by
+             input_size, version, created_by
          from jobs where id = $1",
         id.0,
     )
@@ -100,7 +100,7 @@ pub async fn list_jobs_with_snapshot(
                 Job,
                 "select id, input_url, kind, options, status, task_id, output_url, error,
                      created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, version, created_by
+                     output_width, output_height, input_size, version, created_by
                  from jobs order by created_at desc, id desc limit $1",
                 fetch,
             )
@@ -112,7 +112,7 @@ pub async fn list_jobs_with_snapshot(
                 Job,
                 "select id, input_url, kind, options, status, task_id, output_url, error,
                      created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, version, created_by
+                     output_width, output_height, input_size, version, created_by
                  from jobs where (created_at, id) < ($1, $2)
                  order by created_at desc, id desc limit $3",
                 cursor.created_at,
@@ -164,7 +164,8 @@ impl Applied {
 /// statement and one round trip: the status only moves forward and never out of a terminal
 /// state (the rule of `JobStatus::advance`, as `reeltime_status_step` and
 /// `reeltime_status_terminal` say it in SQL), progress never goes backwards and is 100 on
-/// success, the output's URL and facts are kept on success, the error on failure.
+/// success, the output's URL and facts and the input's size are kept on success, the error on
+/// failure.
 ///
 /// A report that changed the job is news: its `last_news_at` (the reconciler's clock) is set.
 /// One that changes nothing is not, even when validly signed: it may be an old delivery
@@ -185,7 +186,7 @@ pub async fn apply_report(
         r#"with known as (select id from jobs where id = $1),
          updated as (
              update jobs set (status, progress, output_url, output_duration_ms, output_size,
-                     output_width, output_height, error, task_id) = (
+                     output_width, output_height, input_size, error, task_id) = (
                  select
                      case when r.advances then $2 else jobs.status end,
                      case when r.advances and $2 = 'succeeded' then 100
@@ -201,6 +202,8 @@ pub async fn apply_report(
                           else jobs.output_width end,
                      case when r.succeeds then coalesce($10, jobs.output_height)
                           else jobs.output_height end,
+                     case when r.succeeds then coalesce($12, jobs.input_size)
+                          else jobs.input_size end,
                      case when r.advances and $2 = 'failed'
                           then coalesce($5, $11 || ' reported that the job failed.')
                           else jobs.error end,
@@ -232,6 +235,7 @@ pub async fn apply_report(
         facts.width.and_then(|v| i32::try_from(v).ok()),
         facts.height.and_then(|v| i32::try_from(v).ok()),
         service,
+        report.input_size.and_then(|v| i64::try_from(v).ok()),
     )
     .fetch_one(pool)
     .await?;

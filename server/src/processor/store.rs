@@ -30,6 +30,8 @@ pub struct ProcessorJob {
     pub finished_at: Option<OffsetDateTime>,
     pub updated_at: OffsetDateTime,
     pub attempts: i32,
+    /// The downloaded input's size in bytes, once succeeded.
+    pub input_size: Option<i64>,
 }
 
 /// What `POST /jobs` stores.
@@ -55,7 +57,9 @@ impl ProcessorJob {
     }
 
     /// Ittybit's job object: `output` is the file's URL, the task carries the progress and
-    /// the file object.
+    /// the file object. Once the input's size is known the task also carries `input`, a file
+    /// object with the input's URL and `size`: a Reeltime extension (decision 007); the job's
+    /// own `input` stays the URL string of the contract.
     pub fn to_json(&self) -> Value {
         let output_url = self
             .output
@@ -67,6 +71,22 @@ impl ProcessorJob {
             Value::Null,
             |message| json!({ "kind": "job_failed", "message": message }),
         );
+        let mut task = json!({
+            "id": self.task_id(),
+            "object": "task",
+            "kind": self.kind,
+            "status": self.status,
+            "progress": self.progress,
+            "error": error,
+            "output": self.output,
+            "created_at": millis(self.created_at),
+            "started_at": self.started_at.map(millis),
+            "finished_at": self.finished_at.map(millis),
+            "updated_at": millis(self.updated_at),
+        });
+        if let Some(size) = self.input_size {
+            task["input"] = json!({ "object": "file", "url": self.input, "size": size });
+        }
         json!({
             "id": self.id,
             "object": "job",
@@ -77,19 +97,7 @@ impl ProcessorJob {
             "metadata": self.metadata,
             "status": self.status,
             "error": error,
-            "tasks": [{
-                "id": self.task_id(),
-                "object": "task",
-                "kind": self.kind,
-                "status": self.status,
-                "progress": self.progress,
-                "error": error,
-                "output": self.output,
-                "created_at": millis(self.created_at),
-                "started_at": self.started_at.map(millis),
-                "finished_at": self.finished_at.map(millis),
-                "updated_at": millis(self.updated_at),
-            }],
+            "tasks": [task],
             "created_at": millis(self.created_at),
             "started_at": self.started_at.map(millis),
             "finished_at": self.finished_at.map(millis),
@@ -128,7 +136,7 @@ pub async fn create(
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (idempotency_key) do nothing
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts",
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
         new_id(),
         idempotency_key,
         job.kind.as_str(),
@@ -145,7 +153,7 @@ pub async fn create(
             let earlier = sqlx::query_as!(
                 ProcessorJob,
                 "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts
+             created_at, started_at, finished_at, updated_at, attempts, input_size
                  from processor_jobs where idempotency_key = $1",
                 idempotency_key,
             )
@@ -162,7 +170,7 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sqlx::
     sqlx::query_as!(
         ProcessorJob,
         "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts
+             created_at, started_at, finished_at, updated_at, attempts, input_size
          from processor_jobs where id = $1",
         id,
     )
@@ -201,7 +209,7 @@ pub async fn list(
         sqlx::query_as!(
             ProcessorJob,
             "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts
+             created_at, started_at, finished_at, updated_at, attempts, input_size
              from processor_jobs
              where ($1::timestamptz is null or (created_at, id) > ($1, $2))
              order by created_at asc, id asc limit $3",
@@ -215,7 +223,7 @@ pub async fn list(
         sqlx::query_as!(
             ProcessorJob,
             "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts
+             created_at, started_at, finished_at, updated_at, attempts, input_size
              from processor_jobs
              where ($1::timestamptz is null or (created_at, id) < ($1, $2))
              order by created_at desc, id desc limit $3",
@@ -246,7 +254,7 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<ProcessorJob
              where status = 'queued' or (status = 'processing' and lease_until < now())
              order by created_at, id limit 1 for update skip locked)
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts",
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
         lease.as_secs_f64(),
     )
     .fetch_optional(pool)
@@ -266,7 +274,7 @@ pub async fn progress(
              lease_until = now() + make_interval(secs => $3)
          where id = $1 and status = 'processing'
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts",
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
         id,
         i16::from(percent),
         lease.as_secs_f64(),
@@ -275,28 +283,40 @@ pub async fn progress(
     .await
 }
 
-/// Finish a job: succeeded with its output file object, or failed with a reason.
+/// What a succeeded job produced: the output's file object and the input's size in bytes.
+pub struct Done {
+    pub output: Value,
+    pub input_size: u64,
+}
+
+/// Finish a job: succeeded with its output, or failed with a reason.
 pub async fn finish(
     pool: &PgPool,
     id: &str,
-    outcome: Result<&Value, &str>,
+    outcome: Result<&Done, &str>,
 ) -> Result<Option<ProcessorJob>, sqlx::Error> {
-    let (status, output, error) = match outcome {
-        Ok(file) => ("succeeded", Some(file), None),
-        Err(reason) => ("failed", None, Some(reason)),
+    let (status, output, input_size, error) = match outcome {
+        Ok(done) => (
+            "succeeded",
+            Some(&done.output),
+            i64::try_from(done.input_size).ok(),
+            None,
+        ),
+        Err(reason) => ("failed", None, None, Some(reason)),
     };
     sqlx::query_as!(
         ProcessorJob,
-        "update processor_jobs set status = $2, output = $3, error = $4,
+        "update processor_jobs set status = $2, output = $3, error = $4, input_size = $5,
              progress = case when $2 = 'succeeded' then 100 else progress end,
              finished_at = now(), updated_at = now(), lease_until = null
          where id = $1 and status in ('queued', 'processing')
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts",
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
         id,
         status,
         output,
         error,
+        input_size,
     )
     .fetch_optional(pool)
     .await
@@ -350,6 +370,7 @@ mod tests {
             finished_at: None,
             updated_at: datetime!(2024-03-31 15:46:42 UTC),
             attempts: 1,
+            input_size: Some(4_096),
         }
     }
 
@@ -368,6 +389,8 @@ mod tests {
         );
         assert_eq!(normalized.output.width, Some(1280));
         assert_eq!(normalized.output.duration_ms, Some(10_000));
+        assert_eq!(normalized.input_size, Some(4_096));
+        assert_eq!(value["input"], json!("https://example.com/in.mp4"));
         assert!(normalized.job_id.is_some());
     }
 

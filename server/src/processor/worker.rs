@@ -24,7 +24,7 @@ use super::media::{
     content_type, ffmpeg_args, file_arg, output_extension, MediaOptions, ProgressParser,
 };
 use super::probe::{failure_reason, ffprobe_args, parse_probe, Probe};
-use super::store::{self, ProcessorJob, MAX_STARTS};
+use super::store::{self, Done, ProcessorJob, MAX_STARTS};
 use super::webhook::{JobWebhooks, PROGRESS_EVERY};
 use super::Processor;
 use crate::backoff::Backoff;
@@ -138,19 +138,19 @@ impl Processor {
         }
     }
 
-    /// Does the work; `Ok` is the output's file object.
+    /// Does the work; `Ok` is the output's file object and the input's size.
     async fn process(
         &self,
         job: &ProcessorJob,
         hooks: Option<&JobWebhooks>,
-    ) -> Result<Value, JobError> {
+    ) -> Result<Done, JobError> {
         let kind: JobKind = job.kind.parse().map_err(JobError::input)?;
         let options = MediaOptions::parse(kind, &job.options).map_err(JobError::input)?;
         let dirs = &self.inner.dirs;
 
         let input = dirs.work.join(format!("{}.input", job.id));
         let _input_guard = RemoveOnDrop(input.clone());
-        self.fetch(&job.input, &input).await?;
+        let input_size = self.fetch(&job.input, &input).await?;
 
         let probe = self.probe(&input).await?;
         probe.check_kind(kind).map_err(JobError::input)?;
@@ -181,7 +181,7 @@ impl Processor {
             .map(|meta| meta.len())
             .map_err(JobError::io("read the output"))?;
         let facts = self.probe(&output).await.unwrap_or_default();
-        Ok(json!({
+        let output = json!({
             "object": "file",
             "kind": kind.as_str(),
             "url": format!("{}/{name}", self.inner.settings.files_url),
@@ -191,11 +191,13 @@ impl Processor {
             "height": facts.height,
             "duration": facts.duration,
             "size": size,
-        }))
+        });
+        Ok(Done { output, input_size })
     }
 
-    /// Downloads the input, trying again after a network failure, a timeout or a 5xx.
-    async fn fetch(&self, url: &str, dest: &Path) -> Result<(), JobError> {
+    /// Downloads the input, trying again after a network failure, a timeout or a 5xx; `Ok` is
+    /// its size in bytes.
+    async fn fetch(&self, url: &str, dest: &Path) -> Result<u64, JobError> {
         let fetched = (|| self.inner.fetcher.download(url, dest))
             .retry(FETCH_RETRY.builder(FETCH_ATTEMPTS - 1))
             .when(FetchError::is_retryable)
@@ -204,7 +206,7 @@ impl Processor {
             })
             .await;
         match fetched {
-            Ok(_) => Ok(()),
+            Ok(bytes) => Ok(bytes),
             Err(FetchError::Io(source)) => Err(JobError::Io {
                 action: "save the downloaded input",
                 source,
