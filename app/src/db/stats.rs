@@ -43,6 +43,12 @@ pub struct Finished {
     pub run_p50: Option<f64>,
     pub run_p95: Option<f64>,
     pub bytes_out: i64,
+    /// The inputs' bytes, over the jobs whose input size is known (`None`: none is).
+    pub bytes_in: Option<i64>,
+    /// Input minus output bytes over the succeeded jobs that know both sizes, and those jobs'
+    /// input bytes (what the saving is a share of); `None` when no job knows both.
+    pub saved: Option<i64>,
+    pub saved_of: Option<i64>,
 }
 
 #[tracing::instrument(skip(pool))]
@@ -58,7 +64,12 @@ pub async fn finished_last_day(pool: &PgPool) -> Result<Finished, sqlx::Error> {
                       (order by extract(epoch from finished_at - started_at)) as run_p50,
                   percentile_cont(0.95) within group
                       (order by extract(epoch from finished_at - started_at)) as run_p95,
-                  coalesce(sum(output_size), 0)::bigint as "bytes_out!"
+                  coalesce(sum(output_size), 0)::bigint as "bytes_out!",
+                  sum(input_size)::bigint as bytes_in,
+                  sum(input_size - output_size) filter (where status = 'succeeded')::bigint
+                      as saved,
+                  sum(input_size) filter (where status = 'succeeded'
+                                            and output_size is not null)::bigint as saved_of
            from jobs
            where finished_at >= now() - interval '24 hours'"#
     )
@@ -72,6 +83,9 @@ pub async fn finished_last_day(pool: &PgPool) -> Result<Finished, sqlx::Error> {
         run_p50: row.run_p50,
         run_p95: row.run_p95,
         bytes_out: row.bytes_out,
+        bytes_in: row.bytes_in,
+        saved: row.saved,
+        saved_of: row.saved_of,
     })
 }
 

@@ -5,6 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::spawn_app;
+use crate::processor::{clip, media_server, spawn_processor};
 
 #[tokio::test]
 async fn figures_come_from_the_jobs_and_the_page_draws_them() {
@@ -54,6 +55,9 @@ async fn figures_come_from_the_jobs_and_the_page_draws_them() {
     assert_eq!(stats["processing"], 1);
     assert_eq!(stats["waiting"], 1);
     assert_eq!(stats["bytes_out"], 4500);
+    // Nothing reported an input's size: bytes in and the space saved are unknown.
+    assert_eq!(stats["bytes_in"], Value::Null);
+    assert_eq!(stats["saved"], Value::Null);
     assert!(stats["run_p95"].as_f64().unwrap() >= 0.0);
     let hour: Vec<f64> = serde_json::from_value(stats["hour"]["per_minute"].clone()).unwrap();
     assert_eq!(hour.len(), 60);
@@ -65,4 +69,49 @@ async fn figures_come_from_the_jobs_and_the_page_draws_them() {
     assert!(html.contains("<svg"), "{html}");
     assert!(html.contains("Failure rate"));
     assert!(html.contains("33.3 %"), "{html}");
+    assert!(html.contains("Space saved"), "{html}");
+}
+
+#[tokio::test]
+async fn a_processed_job_records_its_input_size_and_the_space_saved() {
+    let app = spawn_processor().await;
+    let media = media_server().await;
+    let job = app
+        .create_job(json!({"input_url": format!("{}/clip.mp4", media.uri())}))
+        .await;
+    let job = app.dashboard_wait(job["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // The built-in processor reported the downloaded input's size (the task's `input.size`).
+    let input = clip().len() as i64;
+    assert_eq!(job["input_size"].as_i64(), Some(input), "{job}");
+    let output = job["output_size"].as_i64().unwrap();
+
+    let stats: Value = app
+        .client
+        .post(app.url("/api/fn/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["finished"], 1, "{stats}");
+    assert_eq!(stats["bytes_in"], input, "{stats}");
+    assert_eq!(stats["bytes_out"], output, "{stats}");
+    assert_eq!(stats["saved"], input - output, "{stats}");
+    assert_eq!(stats["saved_of"], input, "{stats}");
+
+    let html = app
+        .client
+        .get(app.url("/stats"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let shown = app::stats::saved(Some(input - output), Some(input));
+    assert!(shown.ends_with(" %)"), "{shown}");
+    assert!(html.contains(&shown), "{shown} is on the page: {html}");
+    assert!(html.contains(&app::stats::bytes(input)), "{html}");
 }
