@@ -151,7 +151,7 @@ ensure_proxy_tools() {
   fi
   command -v openssl >/dev/null || apt_install openssl
   # The packages start system services of their own; the tests run private copies instead.
-  note "$( (command -v nginx || echo /usr/sbin/nginx) | xargs -I{} {} -v 2>&1)"
+  note "$("$(command -v nginx || echo /usr/sbin/nginx)" -v 2>&1)"
 }
 
 ensure_ffmpeg() {

@@ -2,39 +2,29 @@
 // back), a failed job's error, audio and image outputs, and paging to older jobs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:http';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServer, launchBrowser, waitHydrated, createDatabase, sql } from './support.mjs';
+import { startServer, launchBrowser, waitHydrated, createDatabase, sql, newContext } from './support.mjs';
+
+const PROCESSOR = { REELTIME_PROCESSOR: 'on' };
 
 let database;
 let server;
 let browser;
-let media;
 let mediaDir;
 
 before(async () => {
-  // An MP3 of 2 s and a 320x180 PNG, served from a server of the test's own.
+  // An MP3 of 2 s and a 320x180 PNG, made here and served as outputs (see `output`).
   mediaDir = mkdtempSync(join(tmpdir(), 'reeltime-e2e-media-'));
   const ffmpeg = (...args) => execFileSync('ffmpeg', ['-nostdin', '-y', '-loglevel', 'error', ...args]);
   ffmpeg('-f', 'lavfi', '-i', 'sine=frequency=440:duration=2', '-c:a', 'libmp3lame', join(mediaDir, 'tone.mp3'));
   ffmpeg('-f', 'lavfi', '-i', 'testsrc2=size=320x180', '-frames:v', '1', join(mediaDir, 'still.png'));
-  const types = { mp3: 'audio/mpeg', png: 'image/png' };
-  media = createServer((req, res) => {
-    const name = req.url.slice(1);
-    try {
-      const body = readFileSync(join(mediaDir, name));
-      res.writeHead(200, { 'content-type': types[name.split('.').pop()], 'content-length': body.length });
-      res.end(body);
-    } catch {
-      res.writeHead(404).end();
-    }
-  });
-  await new Promise((resolve) => media.listen(0, '127.0.0.1', resolve));
   database = createDatabase();
-  server = await startServer({ databaseUrl: database.url });
+  // The built-in processor on, for its files route: the page's CSP lets media come from the
+  // server itself or https, so the outputs below are served as the processor serves its own.
+  server = await startServer({ databaseUrl: database.url, env: PROCESSOR });
   browser = await launchBrowser();
 });
 
@@ -42,14 +32,17 @@ after(async () => {
   await browser?.close();
   await server?.stop();
   database?.drop();
-  media?.close();
   if (mediaDir) rmSync(mediaDir, { recursive: true, force: true });
 });
 
-const mediaUrl = (name) => `http://127.0.0.1:${media.address().port}/${name}`;
+/** An output as the built-in processor keeps it, served by this server at its files route. */
+function output(name, file) {
+  copyFileSync(join(mediaDir, file), join(server.dataDir, 'processor', 'outputs', name));
+  return `${server.url}/ittybit-local/files/${name}`;
+}
 
 async function open(path = '/') {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   const page = await context.newPage();
   await page.goto(`${server.url}${path}`);
   await waitHydrated(page);
@@ -68,7 +61,7 @@ test('the indicator says Live, Offline without a network, and Live again when it
   await page.waitForSelector('.live-indicator[data-state="offline"]', { timeout: 15_000 });
   assert.equal(await page.textContent('.live-indicator'), 'Offline');
 
-  server = await startServer({ databaseUrl: database.url, port });
+  server = await startServer({ databaseUrl: database.url, port, cookie: server.cookie, env: PROCESSOR });
   await page.context().setOffline(false);
   await page.waitForSelector('.live-indicator[data-state="live"]', { timeout: 20_000 });
   assert.equal(await page.textContent('.live-indicator'), 'Live');
@@ -76,7 +69,7 @@ test('the indicator says Live, Offline without a network, and Live again when it
 });
 
 test('a stream the server refuses shows Offline, and the page reopens it by itself', async () => {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   // A proxy in front answering 503: the browser will not retry such a stream on its own.
   await context.route('**/api/events**', (route) => route.fulfill({ status: 503, body: 'unavailable' }));
   const page = await context.newPage();
@@ -101,8 +94,8 @@ test("a failed job shows its error, and audio and image outputs get their player
   const audio = sql(database.url, `insert into jobs (input_url, kind, options) values ('https://example.com/song.wav', 'audio', '{"format": "mp3"}') returning id`);
   const image = sql(database.url, `insert into jobs (input_url, kind, options) values ('https://example.com/clip.mp4', 'image', '{"format": "png"}') returning id`);
   sql(database.url, `update jobs set status = 'failed', error = 'ffmpeg could not process the input: Invalid data found when processing input' where id = '${failed}'`);
-  sql(database.url, `update jobs set status = 'succeeded', output_url = '${mediaUrl('tone.mp3')}', output_duration_ms = 2000 where id = '${audio}'`);
-  sql(database.url, `update jobs set status = 'succeeded', output_url = '${mediaUrl('still.png')}', output_width = 320, output_height = 180 where id = '${image}'`);
+  sql(database.url, `update jobs set status = 'succeeded', output_url = '${output('job_tone.mp3', 'tone.mp3')}', output_duration_ms = 2000 where id = '${audio}'`);
+  sql(database.url, `update jobs set status = 'succeeded', output_url = '${output('job_still.png', 'still.png')}', output_width = 320, output_height = 180 where id = '${image}'`);
 
   const error = page.locator(`tr[data-job-id="${failed}"] .job-error`);
   await error.waitFor({ state: 'visible', timeout: 10_000 });

@@ -489,15 +489,7 @@ async fn a_viewer_reads_but_cannot_submit_and_sees_no_form() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(app.job_count().await, 0);
-    let admin_html = app
-        .client
-        .get(app.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let admin_html = app.get_text("/").await;
     assert!(admin_html.contains("submit-form"));
 }
 

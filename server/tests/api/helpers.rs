@@ -272,6 +272,18 @@ impl TestApp {
         self.post_job(body).await.json().await.unwrap()
     }
 
+    /// `GET` a path as the signed-in admin and read the body as text (a page, `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// `GET` a URL and read its JSON body.
     pub async fn get_json(&self, url: String) -> serde_json::Value {
         self.client

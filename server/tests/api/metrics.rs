@@ -76,15 +76,7 @@ async fn sse_clients_are_counted_while_connected() {
     // The first chunk: the preamble and the reset (no position was given).
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&first).contains("event: reset"));
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     let connected: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("reeltime_sse_clients "))

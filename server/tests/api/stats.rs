@@ -101,15 +101,7 @@ async fn a_processed_job_records_its_input_size_and_the_space_saved() {
     assert_eq!(stats["saved"], input - output, "{stats}");
     assert_eq!(stats["saved_of"], input, "{stats}");
 
-    let html = app
-        .client
-        .get(app.url("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text("/stats").await;
     let shown = app::stats::saved(Some(input - output), Some(input));
     assert!(shown.ends_with(" %)"), "{shown}");
     assert!(html.contains(&shown), "{shown} is on the page: {html}");
