@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use processor::{ProcessorBounds, DEFAULT_USER};
 pub use variables::{Variable, VARIABLES};
 
+mod processor;
 mod variables;
 
 /// Ittybit: where it is, how to call it, how to verify it, and how hard to try.
@@ -42,6 +44,8 @@ pub struct LocalProcessorSettings {
     pub sample_clip: bool,
     pub ffmpeg: String,
     pub ffprobe: String,
+    /// The lease, the time limits and how ffmpeg is confined.
+    pub bounds: ProcessorBounds,
 }
 
 /// Accounts and access.
@@ -252,6 +256,7 @@ impl Settings {
             sample_clip: switch("REELTIME_SAMPLE_CLIP", value("REELTIME_SAMPLE_CLIP"))?,
             ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
             ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
+            bounds: processor::bounds(&var, &value, processor::running_as_root())?,
         };
         let host: IpAddr = parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?;
         let public_url = var("REELTIME_PUBLIC_URL")

@@ -140,6 +140,45 @@ pub const VARIABLES: &[Variable] = &[
         help: "The ffprobe program the built-in processor runs (a name on PATH or a path).",
     },
     Variable {
+        name: "REELTIME_PROCESSOR_LEASE_SECS",
+        default: "30",
+        help: "How long a job stays its worker's without a heartbeat; a job whose worker died \
+               is taken by another this long after its last heartbeat.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_TIME_LIMIT_SECS",
+        default: "(unset: 300 s plus 10x the input's length, 40x for VP9, 2x for audio)",
+        help: "The longest one ffmpeg run may take, in seconds; then it is stopped and the \
+               job fails.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_STALL_SECS",
+        default: "120",
+        help: "An ffmpeg that reports no progress for this many seconds is stopped and its \
+               job fails as stalled.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_USER",
+        default: "(when run as root: nobody)",
+        help: "The unprivileged user ffmpeg and ffprobe run as when the server runs as root.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_NICE",
+        default: "10",
+        help: "The CPU priority (nice, 0-19) of ffmpeg and ffprobe, so the dashboard stays \
+               responsive while every core transcodes.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_MEMORY_MB",
+        default: "4096",
+        help: "The most memory (address space) one ffmpeg or ffprobe may map, in megabytes.",
+    },
+    Variable {
+        name: "REELTIME_PROCESSOR_THREADS",
+        default: "(the number of CPU cores)",
+        help: "The most threads one ffmpeg uses to decode, and to encode.",
+    },
+    Variable {
         name: "REELTIME_SAMPLE_CLIP",
         default: "on",
         help: "on: write a 10 s 1080p test clip into <data dir>/samples at start (once) and \

@@ -5,6 +5,7 @@
 //! own faults are logged with their detail for the operator by [`JobError::log`].
 
 use std::io;
+use std::time::Duration;
 
 /// One of the external programs the processor runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +31,16 @@ pub enum JobError {
     /// The job's worker kept dying with it.
     #[error("processing was interrupted {0} times; giving up")]
     Interrupted(i32),
+    /// ffmpeg went quiet: no progress for this long, so it was stopped.
+    #[error("stalled: ffmpeg made no progress for {} s and was stopped", .0.as_secs())]
+    Stalled(Duration),
+    /// ffmpeg ran past the job's time limit and was stopped.
+    #[error(
+        "ffmpeg ran past the job's {} s time limit and was stopped \
+         (REELTIME_PROCESSOR_TIME_LIMIT_SECS)",
+        .0.as_secs()
+    )]
+    TimeLimit(Duration),
     /// A tool is not installed.
     #[error("{} is not installed on the server", .0.name())]
     ToolMissing(Tool),
@@ -68,7 +79,10 @@ impl JobError {
 
     /// Whether the fault is the server's (the operator's to fix), not the input's.
     pub fn is_servers(&self) -> bool {
-        !matches!(self, JobError::Input(_) | JobError::Interrupted(_))
+        !matches!(
+            self,
+            JobError::Input(_) | JobError::Interrupted(_) | JobError::TimeLimit(_)
+        )
     }
 
     /// What the job's `error` says. The server's faults are named without their internals

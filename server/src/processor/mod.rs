@@ -8,21 +8,27 @@
 //!
 //! - [`api`]: `POST /jobs`, `GET /jobs/{id}`, `GET /jobs` and the output files.
 //! - [`store`]: its jobs, in `processor_jobs`.
-//! - [`worker`]: the pool that fetches, probes and runs ffmpeg.
+//! - [`worker`]: the pool that fetches, probes and runs ffmpeg; [`run`] runs ffmpeg within
+//!   its limits, [`lease`] keeps a claimed job its worker's, [`workdir`] gives each attempt a
+//!   directory of its own, [`confine`] starts the tools confined.
 //! - [`fetch`]: downloads inputs without becoming a way into private networks.
 //! - [`webhook`]: signed reports with retries.
 //! - [`media`], [`probe`]: options to ffmpeg arguments, progress and ffprobe parsing.
 //! - [`sample`]: the sample clip the empty dashboard offers.
 
 pub mod api;
+pub mod confine;
 pub mod error;
 pub mod fetch;
+pub mod lease;
 pub mod media;
 pub mod probe;
 pub mod retention;
+pub mod run;
 pub mod sample;
 pub mod store;
 pub mod webhook;
+pub mod workdir;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -36,7 +42,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use confine::Confinement;
 use fetch::{FetchSettings, Fetcher};
+use lease::Lease;
+use run::Limits;
 use sample::SampleClip;
 use webhook::{RetryPolicy, WebhookSender};
 
@@ -50,11 +59,17 @@ pub const SERVICE: &str = "The built-in processor";
 pub struct ProcessorSettings {
     /// Jobs processed at once.
     pub workers: usize,
-    /// Its files live in `<dir>/outputs` (kept) and `<dir>/work` (inputs while processing).
+    /// Its files live in `<dir>/outputs` (kept) and `<dir>/work` (one directory per attempt
+    /// while processing).
     pub dir: PathBuf,
     /// The public URL output files are served at, without a trailing slash.
     pub files_url: String,
-    pub max_duration: Duration,
+    /// How long a claimed job stays its worker's without renewal.
+    pub lease: Lease,
+    /// The longest input, the time a run may take, the stall watchdog.
+    pub limits: Limits,
+    /// How ffmpeg and ffprobe are confined.
+    pub confine: Confinement,
     pub allow_private: bool,
     pub max_input_bytes: u64,
     pub fetch_timeout: Duration,
@@ -98,6 +113,12 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "ffmpeg runs as another user (REELTIME_PROCESSOR_USER), who cannot reach {path}: \
+         make it and every folder above it searchable by others (chmod o+x), or put \
+         REELTIME_DATA_DIR somewhere they are"
+    )]
+    Unreachable { path: PathBuf },
     #[error("could not set up an HTTP client: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -112,6 +133,13 @@ pub struct LocalSettings {
     pub allow_private: bool,
     pub max_input_bytes: u64,
     pub max_duration: Duration,
+    /// A fixed wall-clock limit per ffmpeg run; unset, it follows the input.
+    pub time_limit: Option<Duration>,
+    /// No progress from ffmpeg for this long stops it as stalled.
+    pub stall: Duration,
+    /// How long a claimed job stays its worker's without renewal.
+    pub lease: Duration,
+    pub confine: Confinement,
     /// Write and offer the sample clip.
     pub sample_clip: bool,
     /// The programs run for each job.
@@ -163,7 +191,14 @@ pub async fn start_local(
             workers: settings.workers,
             dir: settings.data_dir.join("processor"),
             files_url: format!("{public_url}{MOUNT}/files"),
-            max_duration: settings.max_duration,
+            lease: Lease::of(settings.lease),
+            limits: Limits {
+                max_duration: settings.max_duration,
+                time_limit: settings.time_limit,
+                stall: settings.stall,
+                kill_grace: Duration::from_secs(10),
+            },
+            confine: settings.confine,
             allow_private: settings.allow_private,
             max_input_bytes: settings.max_input_bytes,
             fetch_timeout: Duration::from_secs(600),
@@ -220,6 +255,33 @@ async fn missing_tools(settings: &ProcessorSettings) -> Vec<&'static str> {
     missing
 }
 
+/// Check that the tools' user can reach `work` (each attempt's directory, inside it, is
+/// handed to that user); `work` itself lets others through but not list it.
+async fn reachable_by_tools(
+    confine: &Confinement,
+    work: &std::path::Path,
+) -> Result<(), StartError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let unreachable = || StartError::Unreachable {
+        path: work.to_owned(),
+    };
+    tokio::fs::set_permissions(work, std::fs::Permissions::from_mode(0o711))
+        .await
+        .map_err(|_| unreachable())?;
+    let searchable = confine
+        .command("test")
+        .arg("-x")
+        .arg(work)
+        .status()
+        .await
+        .is_ok_and(|status| status.success());
+    if searchable {
+        Ok(())
+    } else {
+        Err(unreachable())
+    }
+}
+
 /// A random secret: 256 bits from the OS, as hex.
 pub fn random_secret() -> SecretString {
     SecretString::from(format!(
@@ -252,11 +314,15 @@ impl Processor {
                     source,
                 })?;
         }
-        // Inputs left by a process that died; their jobs are fetched again.
-        if let Ok(mut entries) = tokio::fs::read_dir(&dirs.work).await {
-            while let Ok(Some(entry)) = entries.next_entry().await {
-                let _ = tokio::fs::remove_file(entry.path()).await;
+        if settings.confine.run_as.is_some() {
+            reachable_by_tools(&settings.confine, &dirs.work).await?;
+        }
+        // What a process that died left: its jobs are fetched again once their leases run out.
+        match store::live_leases(&pool).await {
+            Ok(live) => {
+                workdir::sweep(&dirs.work, &dirs.outputs, &live).await;
             }
+            Err(err) => tracing::warn!(error = %err, "could not read the processor's leases"),
         }
         let fetcher = Fetcher::new(FetchSettings {
             own_key: Some(api_key.clone()),
@@ -298,9 +364,9 @@ impl Processor {
     /// `false` when nothing was waiting.
     pub async fn run_one(&self) -> Result<bool, sqlx::Error> {
         let cancel = CancellationToken::new();
-        match store::claim(self.pool(), worker::LEASE).await? {
-            Some(job) => {
-                self.run_job(job, &cancel).await;
+        match self.claim().await? {
+            Some((job, owner)) => {
+                self.run_job(job, owner, &cancel).await;
                 Ok(true)
             }
             None => Ok(false),

@@ -5,6 +5,8 @@ use reeltime::JobKind;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::media::INPUT_GUARD;
+
 /// The facts about an input the processor needs.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Probe {
@@ -88,20 +90,22 @@ fn seconds(value: Option<&Value>) -> Option<f64> {
     .filter(|secs| secs.is_finite() && *secs > 0.0)
 }
 
-/// The arguments (without the program name) that make ffprobe describe `input` as JSON.
+/// The arguments (without the program name) that make ffprobe describe `input` as JSON,
+/// reading it under the [`INPUT_GUARD`] (one local file, media demuxers only).
 pub fn ffprobe_args(input: &str) -> Vec<String> {
-    [
+    let head = [
         "-v",
         "error",
         "-print_format",
         "json",
         "-show_format",
         "-show_streams",
-        input,
-    ]
-    .iter()
-    .map(|arg| arg.to_string())
-    .collect()
+    ];
+    head.iter()
+        .chain(&INPUT_GUARD)
+        .chain(&[input])
+        .map(|arg| arg.to_string())
+        .collect()
 }
 
 /// Reads ffprobe's JSON. The duration is the container's, else the longest stream's.
@@ -161,7 +165,12 @@ pub const MAX_REASON_CHARS: usize = 200;
 /// `<input>:` prefix (so signed URLs do not leak into job errors), cut to
 /// [`MAX_REASON_CHARS`].
 pub fn failure_reason(stderr: &str) -> String {
-    const KNOWN: [(&str, &str); 17] = [
+    const KNOWN: [(&str, &str); 18] = [
+        (
+            "not on whitelist",
+            "the input's format is one the built-in processor does not read: playlists, \
+             concat lists and image sequences may name other files",
+        ),
         ("404 not found", "the input URL was not found (HTTP 404)"),
         (
             "401 unauthorized",
@@ -373,18 +382,20 @@ mod tests {
 
     #[test]
     fn ffprobe_is_asked_for_format_and_streams_as_json() {
+        let args = ffprobe_args("file:/w/a b.mp4");
         assert_eq!(
-            ffprobe_args("https://example.com/a b.mp4"),
+            args[..6],
             [
                 "-v",
                 "error",
                 "-print_format",
                 "json",
                 "-show_format",
-                "-show_streams",
-                "https://example.com/a b.mp4"
+                "-show_streams"
             ]
         );
+        assert_eq!(args[6..10], INPUT_GUARD);
+        assert_eq!(args[10..], ["file:/w/a b.mp4"]);
     }
 
     #[test]
@@ -428,6 +439,11 @@ mod tests {
                 "Stream map '0:a:0' matches no streams.\n\
                  To ignore this, add a trailing '?' to the map.",
                 "the input has no audio stream",
+            ),
+            (
+                "[concat @ 0x55] Format not on whitelist 'mov,matroska'\nfile:/w/input: Invalid argument",
+                "the input's format is one the built-in processor does not read: playlists, \
+                 concat lists and image sequences may name other files",
             ),
             (
                 "Output file is empty, nothing was encoded",

@@ -242,13 +242,19 @@ pub async fn list(
     Ok((rows, has_more))
 }
 
-/// Take the oldest job that is queued, or whose worker's lease ran out, and own it for `lease`.
-pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<ProcessorJob>, sqlx::Error> {
+/// Take the oldest job that is queued, or whose worker's lease ran out, and own it for `lease`
+/// under `owner`, a token new for this attempt: every later write of this worker names it.
+pub async fn claim(
+    pool: &PgPool,
+    lease: Duration,
+    owner: Uuid,
+) -> Result<Option<ProcessorJob>, sqlx::Error> {
     sqlx::query_as!(
         ProcessorJob,
         "update processor_jobs set status = 'processing', progress = 0,
              started_at = coalesce(started_at, now()), updated_at = now(),
-             lease_until = now() + make_interval(secs => $1), attempts = attempts + 1
+             lease_until = now() + make_interval(secs => $1), lease_owner = $2,
+             attempts = attempts + 1
          where id = (
              select id from processor_jobs
              where status = 'queued' or (status = 'processing' and lease_until < now())
@@ -256,31 +262,63 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<ProcessorJob
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
              created_at, started_at, finished_at, updated_at, attempts, input_size",
         lease.as_secs_f64(),
+        owner,
     )
     .fetch_optional(pool)
     .await
 }
 
-/// Record progress and extend the lease; `None` if the job is no longer this worker's.
+/// Extend `owner`'s lease on a job by `lease` from now; `false` when the job is no longer
+/// its (another worker took it after the lease ran out, or it was finished).
+pub async fn renew(
+    pool: &PgPool,
+    id: &str,
+    owner: Uuid,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let renewed = sqlx::query!(
+        "update processor_jobs set lease_until = now() + make_interval(secs => $3)
+         where id = $1 and lease_owner = $2 and status = 'processing'",
+        id,
+        owner,
+        lease.as_secs_f64(),
+    )
+    .execute(pool)
+    .await?;
+    Ok(renewed.rows_affected() == 1)
+}
+
+/// Record progress; `None` if the job is no longer `owner`'s.
 pub async fn progress(
     pool: &PgPool,
     id: &str,
+    owner: Uuid,
     percent: u8,
-    lease: Duration,
 ) -> Result<Option<ProcessorJob>, sqlx::Error> {
     sqlx::query_as!(
         ProcessorJob,
-        "update processor_jobs set progress = greatest(progress, $2), updated_at = now(),
-             lease_until = now() + make_interval(secs => $3)
-         where id = $1 and status = 'processing'
+        "update processor_jobs set progress = greatest(progress, $3), updated_at = now()
+         where id = $1 and lease_owner = $2 and status = 'processing'
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
              created_at, started_at, finished_at, updated_at, attempts, input_size",
         id,
+        owner,
         i16::from(percent),
-        lease.as_secs_f64(),
     )
     .fetch_optional(pool)
     .await
+}
+
+/// The attempts whose lease still runs: (job id, owner). Start-up keeps their work
+/// directories (another process on the same data directory may be using them).
+pub async fn live_leases(pool: &PgPool) -> Result<Vec<(String, Uuid)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select id, lease_owner as "owner!" from processor_jobs
+         where status = 'processing' and lease_until > now() and lease_owner is not null"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|row| (row.id, row.owner)).collect())
 }
 
 /// What a succeeded job produced: the output's file object and the input's size in bytes.
@@ -289,10 +327,12 @@ pub struct Done {
     pub input_size: u64,
 }
 
-/// Finish a job: succeeded with its output, or failed with a reason.
+/// Finish `owner`'s job: succeeded with its output, or failed with a reason; `None` when the
+/// job is no longer its.
 pub async fn finish(
     pool: &PgPool,
     id: &str,
+    owner: Uuid,
     outcome: Result<&Done, &str>,
 ) -> Result<Option<ProcessorJob>, sqlx::Error> {
     let (status, output, input_size, error) = match outcome {
@@ -309,7 +349,7 @@ pub async fn finish(
         "update processor_jobs set status = $2, output = $3, error = $4, input_size = $5,
              progress = case when $2 = 'succeeded' then 100 else progress end,
              finished_at = now(), updated_at = now(), lease_until = null
-         where id = $1 and status in ('queued', 'processing')
+         where id = $1 and lease_owner = $6 and status = 'processing'
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
              created_at, started_at, finished_at, updated_at, attempts, input_size",
         id,
@@ -317,18 +357,20 @@ pub async fn finish(
         output,
         error,
         input_size,
+        owner,
     )
     .fetch_optional(pool)
     .await
 }
 
-/// Put a job back in the queue (its worker is shutting down).
-pub async fn requeue(pool: &PgPool, id: &str) -> Result<(), sqlx::Error> {
+/// Put `owner`'s job back in the queue (its worker is shutting down).
+pub async fn requeue(pool: &PgPool, id: &str, owner: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "update processor_jobs set status = 'queued', lease_until = null, updated_at = now(),
-             attempts = greatest(attempts - 1, 0)
-         where id = $1 and status = 'processing'",
+        "update processor_jobs set status = 'queued', lease_until = null, lease_owner = null,
+             updated_at = now(), attempts = greatest(attempts - 1, 0)
+         where id = $1 and lease_owner = $2 and status = 'processing'",
         id,
+        owner,
     )
     .execute(pool)
     .await?;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use reeltime::signature;
 use serde_json::{json, Value};
+use server::processor::confine::{is_root, Confinement, RunAs};
+use server::processor::lease::Lease;
 use server::processor::media::file_arg;
-use server::processor::probe::ffprobe_args;
+use server::processor::run::Limits;
 use server::processor::store::{self, NewProcessorJob};
 use server::processor::webhook::RetryPolicy;
 use server::processor::{Processor, ProcessorSettings};
@@ -173,10 +175,19 @@ fn finished(job: Value) -> Result<Value, String> {
     }
 }
 
-/// What ffprobe says about a file.
+/// What ffprobe says about a file (an output the test checks: read without the processor's
+/// guard, which would take a `.jpg` for an image sequence).
 fn ffprobe(file: &Path) -> Value {
     let output = Command::new("ffprobe")
-        .args(ffprobe_args(&file_arg(file)))
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
+        .arg(file_arg(file))
         .output()
         .expect("ffprobe is installed");
     assert!(
@@ -784,25 +795,15 @@ async fn a_job_whose_worker_died_is_processed_once_its_lease_runs_out() {
 
 /// A processor of the test's own with no workers, on the app's database: the test steps it.
 pub(crate) async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor {
+    start_processor(app, test_settings(app, ffmpeg)).await
+}
+
+/// A processor of the test's own with `settings`, on the app's database.
+pub(crate) async fn start_processor(app: &TestApp, settings: ProcessorSettings) -> Processor {
     let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
     Processor::start(
         app.pool.clone(),
-        ProcessorSettings {
-            workers: 0,
-            dir: app.data_dir.join("stepped"),
-            files_url: app.url("/files"),
-            max_duration: Duration::from_secs(60),
-            allow_private: true,
-            max_input_bytes: 10 << 20,
-            fetch_timeout: Duration::from_secs(30),
-            trusted_prefixes: Vec::new(),
-            webhook_retry: RetryPolicy {
-                first_delay: Duration::from_millis(10),
-                max_attempts: 1,
-            },
-            ffmpeg: ffmpeg.to_owned(),
-            ffprobe: "ffprobe".to_owned(),
-        },
+        settings,
         "key".to_owned().into(),
         "secret".to_owned().into(),
         &tasks,
@@ -810,6 +811,42 @@ pub(crate) async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor 
     )
     .await
     .unwrap()
+}
+
+/// Settings for a processor of the test's own: no workers (the test steps it), running
+/// `ffmpeg`, confined as the server would confine it.
+pub(crate) fn test_settings(app: &TestApp, ffmpeg: &str) -> ProcessorSettings {
+    let confine = Confinement {
+        run_as: is_root().then(|| RunAs::named("nobody").expect("a nobody user")),
+        nice: 10,
+        memory_bytes: Some(4096 << 20),
+        threads: Some(2),
+    };
+    ProcessorSettings {
+        workers: 0,
+        dir: app
+            .data_dir
+            .join(format!("stepped-{}", uuid::Uuid::new_v4().simple())),
+        files_url: app.url("/files"),
+        lease: Lease::of(Duration::from_secs(30)),
+        limits: Limits {
+            max_duration: Duration::from_secs(60),
+            time_limit: None,
+            stall: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(2),
+        },
+        confine,
+        allow_private: true,
+        max_input_bytes: 10 << 20,
+        fetch_timeout: Duration::from_secs(30),
+        trusted_prefixes: Vec::new(),
+        webhook_retry: RetryPolicy {
+            first_delay: Duration::from_millis(10),
+            max_attempts: 1,
+        },
+        ffmpeg: ffmpeg.to_owned(),
+        ffprobe: "ffprobe".to_owned(),
+    }
 }
 
 pub(crate) async fn queue(app: &TestApp, input: &str) -> String {

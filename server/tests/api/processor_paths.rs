@@ -53,7 +53,10 @@ async fn a_job_interrupted_three_times_fails_and_one_interrupted_twice_still_run
         let pool = app.pool.clone();
         async move {
             for _ in 0..n {
-                store::claim(&pool, Duration::ZERO).await.unwrap().unwrap();
+                store::claim(&pool, Duration::ZERO, uuid::Uuid::new_v4())
+                    .await
+                    .unwrap()
+                    .unwrap();
             }
         }
     };
@@ -70,6 +73,17 @@ async fn a_job_interrupted_three_times_fails_and_one_interrupted_twice_still_run
         job.error.as_deref(),
         Some("processing was interrupted 3 times; giving up")
     );
+}
+
+/// A folder for stand-in tools and what they write: open to everyone, since the processor runs
+/// its tools as an unprivileged user when the tests run as root.
+pub(crate) fn tool_dir(name: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir =
+        std::env::temp_dir().join(format!("reeltime-{name}-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    dir
 }
 
 /// An ffmpeg that never finishes: it answers `-version` as ffmpeg does, and otherwise writes
@@ -100,11 +114,7 @@ fn running(pid: i32) -> bool {
 
 #[tokio::test]
 async fn on_shutdown_ffmpeg_is_stopped_and_the_job_goes_back_to_the_queue() {
-    let dir = std::env::temp_dir().join(format!(
-        "reeltime-endless-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tool_dir("endless");
     let pid_file = dir.join("ffmpeg.pid");
     let ffmpeg = endless_ffmpeg(&dir, &pid_file);
     let mut app = spawn_app_with(&[

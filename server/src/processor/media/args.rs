@@ -7,11 +7,25 @@ use super::types::{
     VideoCodec,
 };
 
+/// The demuxers an input may be read with: containers and raw streams of audio, video and
+/// single images. Left out on purpose: every format that names other files or URLs
+/// (`concat`/ffconcat, `hls`, `dash`, `image2` patterns, playlists, `tee`, subtitles that
+/// load fonts…). ffmpeg still detects such an input by its content, then refuses it with
+/// "Format not on whitelist".
+pub const DEMUXERS: &str = "mov,matroska,avi,flv,mpegts,mpeg,mpegvideo,m4v,h264,hevc,h263,ivf,\
+obu,ogg,wav,w64,aiff,caf,mp3,aac,ac3,eac3,dts,flac,wv,ape,amr,amrnb,amrwb,asf,dv,mxf,nut,rm,\
+yuv4mpegpipe,mjpeg,gif,bmp_pipe,jpeg_pipe,png_pipe,webp_pipe,tiff_pipe,qoi_pipe";
+
+/// Input options that keep ffmpeg and ffprobe to the one local file they are given: only the
+/// `file` protocol (no network, no `concat:`/`subfile:`), only the [`DEMUXERS`].
+pub const INPUT_GUARD: [&str; 4] = ["-protocol_whitelist", "file", "-format_whitelist", DEMUXERS];
+
 /// The arguments every ffmpeg run starts with: no prompts, overwrite the output, errors only on
-/// stderr, and machine-readable progress on stdout (read it with [`ProgressParser`]).
+/// stderr, machine-readable progress on stdout (read it with [`ProgressParser`]), and the
+/// [`INPUT_GUARD`] for the one input.
 ///
 /// [`ProgressParser`]: super::ProgressParser
-pub const BASE_ARGS: [&str; 8] = [
+pub const BASE_ARGS: [&str; 12] = [
     "-nostdin",
     "-y",
     "-hide_banner",
@@ -20,6 +34,10 @@ pub const BASE_ARGS: [&str; 8] = [
     "-progress",
     "pipe:1",
     "-nostats",
+    INPUT_GUARD[0],
+    INPUT_GUARD[1],
+    INPUT_GUARD[2],
+    INPUT_GUARD[3],
 ];
 
 /// The audio bitrate inside video outputs, in bits per second.
@@ -228,11 +246,42 @@ mod tests {
             (JobKind::Animation, json!({})),
         ] {
             let args = ffmpeg_args(&parse(kind, options), "in.mp4", "/tmp/o.bin");
-            assert_eq!(args[..8], BASE_ARGS.map(String::from));
+            assert_eq!(args[..12], BASE_ARGS.map(String::from));
             assert_eq!(args.last().map(String::as_str), Some("/tmp/o.bin"));
             let input = args.iter().position(|a| a == "-i").unwrap();
             assert_eq!(args[input + 1], "in.mp4");
+            let guard = args.iter().position(|a| a == "-format_whitelist").unwrap();
+            assert!(guard < input, "the guard is an input option");
         }
+    }
+
+    #[test]
+    fn no_demuxer_that_names_other_files_is_allowed() {
+        let allowed: Vec<&str> = DEMUXERS.split(',').collect();
+        for refers in [
+            "concat",
+            "hls",
+            "dash",
+            "image2",
+            "image2pipe",
+            "tee",
+            "ffmetadata",
+            "mpl2",
+            "srt",
+            "ass",
+            "webm_dash_manifest",
+            "sdp",
+            "rtsp",
+            "data",
+            "lavfi",
+            "fd",
+            "pipe",
+        ] {
+            assert!(!allowed.contains(&refers), "{refers} is allowed");
+        }
+        assert!(allowed
+            .iter()
+            .all(|name| !name.is_empty() && name.trim() == *name));
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub mod options;
 pub mod progress;
 pub mod types;
 
-pub use args::{ffmpeg_args, file_arg, scale_filter, BASE_ARGS, VIDEO_AUDIO_BITRATE};
+pub use args::{
+    ffmpeg_args, file_arg, scale_filter, BASE_ARGS, DEMUXERS, INPUT_GUARD, VIDEO_AUDIO_BITRATE,
+};
 pub use options::{
     OptionsError, DEFAULT_ANIMATION_FPS, DIMENSION_RANGE, FPS_RANGE, VIDEO_BITRATE_RANGE,
 };
@@ -30,7 +32,14 @@ mod test_support {
 
     use super::{ffmpeg_args, MediaOptions, OptionsError};
 
-    pub const BASE: &str = "-nostdin -y -hide_banner -loglevel error -progress pipe:1 -nostats";
+    use super::DEMUXERS;
+
+    pub fn base() -> String {
+        format!(
+            "-nostdin -y -hide_banner -loglevel error -progress pipe:1 -nostats \
+             -protocol_whitelist file -format_whitelist {DEMUXERS}"
+        )
+    }
 
     pub fn parse(kind: JobKind, options: Value) -> MediaOptions {
         MediaOptions::parse(kind, &options).unwrap_or_else(|e| panic!("{options}: {e}"))
@@ -44,7 +53,7 @@ mod test_support {
     pub fn line(kind: JobKind, options: Value) -> String {
         let args = ffmpeg_args(&parse(kind, options), "in.mp4", "/tmp/out");
         let line = args.join(" ");
-        line.strip_prefix(BASE)
+        line.strip_prefix(&base())
             .unwrap_or_else(|| panic!("missing base arguments: {line}"))
             .trim_start()
             .to_owned()

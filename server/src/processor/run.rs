@@ -1,0 +1,263 @@
+//! Running ffmpeg for one attempt, within bounds.
+//!
+//! ffmpeg reports its position on stdout (`-progress pipe:1`); from it the worker records
+//! progress and enforces three limits, each of which stops the whole process group with
+//! SIGTERM and, [`Limits::kill_grace`] later, SIGKILL:
+//! - **the media limit** on decoded time, so an input whose length ffprobe could not tell (a
+//!   raw `.h264` stream) cannot run past `REELTIME_PROCESSOR_MAX_DURATION_SECS`;
+//! - **a wall-clock limit** per run ([`Limits::time_limit_for`]);
+//! - **a stall watchdog**: no output from ffmpeg for [`Limits::stall`].
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Child;
+use uuid::Uuid;
+
+use super::confine::Group;
+use super::error::{JobError, Tool};
+use super::media::{MediaOptions, Output, ProgressParser, VideoCodec};
+use super::probe::failure_reason;
+use super::store::{self, ProcessorJob};
+use super::webhook::{JobWebhooks, PROGRESS_EVERY};
+use super::Processor;
+
+/// How much of ffmpeg's stderr is kept for the error message.
+const STDERR_LIMIT: u64 = 64 * 1024;
+
+/// The bounds on one ffmpeg run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest media accepted, also counted on decoded time.
+    pub max_duration: Duration,
+    /// A fixed wall-clock limit per run; `None` takes it from the media ([`time_limit_for`]).
+    ///
+    /// [`time_limit_for`]: Limits::time_limit_for
+    pub time_limit: Option<Duration>,
+    /// How long ffmpeg may go without reporting before it is stopped as stalled.
+    pub stall: Duration,
+    /// How long a stopped ffmpeg gets between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// The least time any run is given.
+const TIME_LIMIT_FLOOR: Duration = Duration::from_secs(300);
+
+impl Limits {
+    /// The wall-clock limit for a run making `options` from `media_secs` of media (the
+    /// longest accepted when unknown): the setting if set, else a multiple of real time by
+    /// what is made (VP9 encodes slowest), plus a floor for start-up and stills.
+    pub fn time_limit_for(&self, options: &MediaOptions, media_secs: Option<f64>) -> Duration {
+        if let Some(fixed) = self.time_limit {
+            return fixed;
+        }
+        let factor = match &options.output {
+            Output::Video(video) if matches!(video.codec, VideoCodec::Vp9) => 40.0,
+            Output::Video(_) | Output::Animation(_) => 10.0,
+            Output::Audio(_) => 2.0,
+            Output::Image(_) => 0.0,
+        };
+        let media = media_secs
+            .filter(|secs| secs.is_finite() && *secs > 0.0)
+            .unwrap_or(self.max_duration.as_secs_f64());
+        TIME_LIMIT_FLOOR + Duration::from_secs_f64(media * factor)
+    }
+}
+
+/// Why a run was stopped.
+enum Stop {
+    Media(f64),
+    TimeLimit(Duration),
+    Stalled(Duration),
+}
+
+/// One attempt at a job, as the run reports it.
+pub(super) struct Attempt<'a> {
+    pub job: &'a ProcessorJob,
+    pub owner: Uuid,
+    pub hooks: Option<&'a JobWebhooks>,
+}
+
+impl Processor {
+    /// Runs ffmpeg with `args`, confined, turning its `-progress` output into progress reports
+    /// at most every [`PROGRESS_EVERY`] and stopping it at the first limit it reaches.
+    pub(super) async fn ffmpeg(
+        &self,
+        attempt: &Attempt<'_>,
+        args: &[String],
+        expected_secs: Option<f64>,
+        time_limit: Duration,
+    ) -> Result<(), JobError> {
+        let settings = &self.inner.settings;
+        let limits = settings.limits;
+        let mut child = settings
+            .confine
+            .command(&settings.ffmpeg)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|err| JobError::spawn(Tool::Ffmpeg, &err))?;
+        let group = Group::of(child.id());
+        let stderr = child
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(read_limited(stderr)));
+        let mut lines = child.stdout.take().map(|out| BufReader::new(out).lines());
+
+        let mut parser = ProgressParser::new(expected_secs);
+        let mut reported = 0u8;
+        let started = Instant::now();
+        let mut heard = Instant::now();
+        let max_media = limits.max_duration.as_secs_f64();
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let status = loop {
+            tokio::select! {
+                line = next_line(&mut lines) => match line {
+                    Some(line) => {
+                        heard = Instant::now();
+                        parser.feed_line(&line);
+                        if let Some(decoded) = parser.out_time_secs().filter(|t| *t > max_media) {
+                            return Err(stop(child, group, limits, Stop::Media(decoded)).await);
+                        }
+                    }
+                    None => lines = None,
+                },
+                status = child.wait() => break status,
+                _ = tick.tick() => {
+                    if started.elapsed() >= time_limit {
+                        return Err(stop(child, group, limits, Stop::TimeLimit(time_limit)).await);
+                    }
+                    if heard.elapsed() >= limits.stall {
+                        return Err(stop(child, group, limits, Stop::Stalled(limits.stall)).await);
+                    }
+                    let percent = parser.percent().min(99);
+                    if percent > reported {
+                        reported = percent;
+                        self.report_progress(attempt, percent).await;
+                    }
+                }
+            }
+        };
+        let status = status.map_err(|err| JobError::ToolFailed {
+            tool: Tool::Ffmpeg,
+            reason: format!("waiting for it failed ({err})"),
+        })?;
+        drop(group);
+        if status.success() {
+            return Ok(());
+        }
+        if let Some(signal) = status.signal() {
+            return Err(JobError::ToolFailed {
+                tool: Tool::Ffmpeg,
+                reason: format!("it was killed by signal {signal}"),
+            });
+        }
+        let stderr = match stderr {
+            Some(task) => task.await.unwrap_or_default(),
+            None => String::new(),
+        };
+        Err(JobError::Input(format!(
+            "ffmpeg could not process the input: {}",
+            failure_reason(&stderr)
+        )))
+    }
+
+    /// Record `percent` for `attempt` and send it on, unless the job is no longer its.
+    async fn report_progress(&self, attempt: &Attempt<'_>, percent: u8) {
+        match store::progress(self.pool(), &attempt.job.id, attempt.owner, percent).await {
+            Ok(Some(row)) => {
+                if let Some(hooks) = attempt.hooks {
+                    hooks.progress(&row.to_json());
+                }
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "could not record progress"),
+        }
+    }
+}
+
+/// The next line of ffmpeg's progress, or never once the stream has ended (the run then ends
+/// with the process).
+async fn next_line(
+    lines: &mut Option<tokio::io::Lines<BufReader<tokio::process::ChildStdout>>>,
+) -> Option<String> {
+    match lines {
+        Some(reader) => reader.next_line().await.ok().flatten(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Stop a run: SIGTERM to its group, SIGKILL after the grace period; the error says why.
+async fn stop(mut child: Child, group: Group, limits: Limits, why: Stop) -> JobError {
+    group.signal(libc::SIGTERM);
+    if tokio::time::timeout(limits.kill_grace, child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("ffmpeg ignored SIGTERM; killing it");
+    }
+    // Dropping the group kills whatever is left of it.
+    drop(group);
+    let _ = child.wait().await;
+    match why {
+        Stop::Media(decoded) => JobError::Input(format!(
+            "the input is over the {} s limit: ffmpeg had decoded {decoded:.0} s of it \
+             (REELTIME_PROCESSOR_MAX_DURATION_SECS)",
+            limits.max_duration.as_secs()
+        )),
+        Stop::TimeLimit(limit) => JobError::TimeLimit(limit),
+        Stop::Stalled(quiet) => JobError::Stalled(quiet),
+    }
+}
+
+/// Up to [`STDERR_LIMIT`] bytes of a stream, then drains the rest.
+async fn read_limited(stream: impl AsyncRead + Unpin) -> String {
+    let mut kept = Vec::new();
+    let mut limited = stream.take(STDERR_LIMIT);
+    let _ = limited.read_to_end(&mut kept).await;
+    let _ = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await;
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reeltime::JobKind;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn stderr_is_kept_up_to_its_limit_and_the_rest_drained() {
+        let big = vec![b'x'; (STDERR_LIMIT as usize) + 10];
+        let kept = read_limited(&big[..]).await;
+        assert_eq!(kept.len(), STDERR_LIMIT as usize);
+    }
+
+    #[test]
+    fn the_time_limit_follows_the_media_and_what_is_made() {
+        let limits = Limits {
+            max_duration: Duration::from_secs(7200),
+            time_limit: None,
+            stall: Duration::from_secs(120),
+            kill_grace: Duration::from_secs(10),
+        };
+        let parse = |kind, options| MediaOptions::parse(kind, &options).unwrap();
+        let h264 = parse(JobKind::Video, json!({}));
+        let vp9 = parse(JobKind::Video, json!({"format": "webm"}));
+        let still = parse(JobKind::Image, json!({}));
+        let secs = |d: Duration| d.as_secs();
+        assert_eq!(secs(limits.time_limit_for(&h264, Some(60.0))), 300 + 600);
+        assert_eq!(secs(limits.time_limit_for(&vp9, Some(60.0))), 300 + 2400);
+        assert_eq!(secs(limits.time_limit_for(&still, Some(60.0))), 300);
+        // Unknown length: as long as the longest accepted.
+        assert_eq!(secs(limits.time_limit_for(&h264, None)), 300 + 72_000);
+        let fixed = Limits {
+            time_limit: Some(Duration::from_secs(5)),
+            ..limits
+        };
+        assert_eq!(secs(fixed.time_limit_for(&vp9, Some(60.0))), 5);
+    }
+}
