@@ -16,6 +16,7 @@ mod openapi;
 mod oracle;
 mod pages;
 mod processor;
+mod processor_hostile;
 mod processor_paths;
 mod proxy;
 mod replay;
