@@ -21,6 +21,7 @@ mod proxy;
 mod replay;
 mod reports;
 mod retention;
+mod shared_secrets;
 mod sse;
 mod stats;
 mod supabase;

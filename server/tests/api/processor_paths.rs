@@ -74,7 +74,7 @@ async fn a_job_interrupted_three_times_fails_and_one_interrupted_twice_still_run
 
 /// An ffmpeg that never finishes: it answers `-version` as ffmpeg does, and otherwise writes
 /// its pid to `pid_file` and sleeps.
-fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
+pub(crate) fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
     let script = dir.join("ffmpeg-endless");
     std::fs::write(
         &script,
