@@ -42,6 +42,8 @@ pub struct LocalProcessorSettings {
     pub sample_clip: bool,
     pub ffmpeg: String,
     pub ffprobe: String,
+    /// Below this much free space (in MB) on the data directory no new job starts; 0: no floor.
+    pub min_free_disk_mb: u64,
 }
 
 /// Accounts and access.
@@ -252,6 +254,7 @@ impl Settings {
             sample_clip: switch("REELTIME_SAMPLE_CLIP", value("REELTIME_SAMPLE_CLIP"))?,
             ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
             ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
+            min_free_disk_mb: whole("REELTIME_MIN_FREE_DISK_MB")?,
         };
         let host: IpAddr = parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?;
         let public_url = var("REELTIME_PUBLIC_URL")

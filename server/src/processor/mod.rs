@@ -17,6 +17,7 @@
 //!   database (the queue is shared, so whoever runs a job must sign as whoever accepted it).
 
 pub mod api;
+mod disk_check;
 pub mod error;
 pub mod fetch;
 pub mod media;
@@ -67,6 +68,8 @@ pub struct ProcessorSettings {
     pub webhook_retry: RetryPolicy,
     pub ffmpeg: String,
     pub ffprobe: String,
+    /// Free space, in bytes, below which no new job is started on `dir` (0: no floor).
+    pub min_free_disk: u64,
 }
 
 struct Dirs {
@@ -122,6 +125,8 @@ pub struct LocalSettings {
     /// The programs run for each job.
     pub ffmpeg: String,
     pub ffprobe: String,
+    /// Free space, in bytes, below which no new job is started (0: no floor).
+    pub min_free_disk: u64,
     /// What webhooks are signed with; when unset, the one stored for every instance on the
     /// database (made up by the first).
     pub webhook_secret: Option<SecretString>,
@@ -183,6 +188,7 @@ pub async fn start_local(
             },
             ffmpeg: settings.ffmpeg,
             ffprobe: settings.ffprobe,
+            min_free_disk: settings.min_free_disk,
         },
         api_key.clone(),
         webhook_secret.clone(),

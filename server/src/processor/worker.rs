@@ -144,6 +144,7 @@ impl Processor {
         job: &ProcessorJob,
         hooks: Option<&JobWebhooks>,
     ) -> Result<Done, JobError> {
+        self.check_disk()?;
         let kind: JobKind = job.kind.parse().map_err(JobError::input)?;
         let options = MediaOptions::parse(kind, &job.options).map_err(JobError::input)?;
         let dirs = &self.inner.dirs;

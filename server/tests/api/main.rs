@@ -5,6 +5,7 @@ mod bad_input;
 mod callbacks;
 mod cli;
 mod deploy;
+mod disk;
 mod embedded;
 mod events;
 mod health;

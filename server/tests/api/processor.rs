@@ -807,6 +807,7 @@ pub(crate) async fn stepped_processor(app: &TestApp, ffmpeg: &str) -> Processor 
             },
             ffmpeg: ffmpeg.to_owned(),
             ffprobe: "ffprobe".to_owned(),
+            min_free_disk: 0,
         },
         "key".to_owned().into(),
         "secret".to_owned().into(),
