@@ -52,6 +52,7 @@ impl Backend {
                     sample_clip: local.sample_clip,
                     ffmpeg: local.ffmpeg.clone(),
                     ffprobe: local.ffprobe.clone(),
+                    min_free_disk: local.min_free_disk_mb.saturating_mul(1024 * 1024),
                     webhook_secret: ittybit.webhook_secret.clone(),
                 })
             }

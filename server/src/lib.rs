@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod changes;
 pub mod cli;
 pub mod config;
+pub mod disk;
 pub mod dispatch;
 pub mod embedded_pg;
 pub mod error;

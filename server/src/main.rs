@@ -35,8 +35,8 @@ async fn main() -> ExitCode {
     telemetry::init(&settings.log_filter);
     raise_open_file_limit();
 
-    // Built on the main thread, which outlives the server: the embedded Postgres (if any) is
-    // tied to it.
+    // The embedded Postgres (if any) is started, and restarted, from a thread of its own that
+    // lives as long as the server: Linux ties its parent-death signal to that thread.
     let app = match Application::build(&settings).await {
         Ok(app) => app,
         Err(err) => {

@@ -3,7 +3,7 @@
 //! own. The state and the router live in `routes`.
 //!
 //! Every background task (the change listener, the dispatcher, the processor's workers, its
-//! webhook deliveries) is spawned on the application's [`TaskTracker`] and stops at its
+//! webhook deliveries, the embedded Postgres' supervisor) is spawned on the application's [`TaskTracker`] and stops at its
 //! [`CancellationToken`]; shutdown cancels, waits for the tasks (workers put their jobs back
 //! in the queue), and only then closes the pool.
 
@@ -100,6 +100,10 @@ impl Application {
         let public_url = settings.public_url_or(local.port());
 
         let (tasks, cancel) = (TaskTracker::new(), CancellationToken::new());
+        if let Some(pg) = &embedded {
+            // Started again if it dies; the watch ends at `cancel`, before shutdown stops it.
+            pg.supervise(&tasks, &cancel);
+        }
         let feed = ChangeFeed::start(
             pool.clone(),
             settings.events_buffer,

@@ -46,6 +46,8 @@ pub struct LocalProcessorSettings {
     pub ffprobe: String,
     /// The lease, the time limits and how ffmpeg is confined.
     pub bounds: ProcessorBounds,
+    /// Below this much free space (in MB) on the data directory no new job starts; 0: no floor.
+    pub min_free_disk_mb: u64,
 }
 
 /// Accounts and access.
@@ -257,6 +259,7 @@ impl Settings {
             ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
             ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
             bounds: processor::bounds(&var, &value, processor::running_as_root())?,
+            min_free_disk_mb: whole("REELTIME_MIN_FREE_DISK_MB")?,
         };
         let host: IpAddr = parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?;
         let public_url = var("REELTIME_PUBLIC_URL")

@@ -179,6 +179,12 @@ pub const VARIABLES: &[Variable] = &[
         help: "The most threads one ffmpeg uses to decode, and to encode.",
     },
     Variable {
+        name: "REELTIME_MIN_FREE_DISK_MB",
+        default: "1024",
+        help: "Free space (MB) the data directory's disk keeps for the embedded Postgres: \
+               below it the built-in processor fails new jobs and /readyz warns; 0: no floor.",
+    },
+    Variable {
         name: "REELTIME_SAMPLE_CLIP",
         default: "on",
         help: "on: write a 10 s 1080p test clip into <data dir>/samples at start (once) and \

@@ -128,11 +128,10 @@ async fn create_job(
         .map(str::trim)
         .filter(|input| !input.is_empty())
         .ok_or_else(|| ApiError::invalid("input is required: the URL of the media to process"))?;
-    processor
-        .inner
-        .fetcher
-        .check_url(input)
-        .map_err(|err| ApiError::invalid(err.to_string()))?;
+    processor.inner.fetcher.check_url(input).map_err(|err| {
+        err.log_refusal();
+        ApiError::invalid(err.to_string())
+    })?;
     let kind_names = "video, audio, image or animation";
     let kind: JobKind = body
         .get("kind")

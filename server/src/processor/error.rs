@@ -47,6 +47,9 @@ pub enum JobError {
     /// A tool could not be started, crashed, or answered nonsense.
     #[error("{} failed on the server: {reason}", .tool.name())]
     ToolFailed { tool: Tool, reason: String },
+    /// The disk is under the free-space floor (`REELTIME_MIN_FREE_DISK_MB`): no new work.
+    #[error("{0}; this is a problem on the server, not with the input")]
+    DiskFull(crate::disk::Shortage),
     /// A file of the server's own could not be written or read.
     #[error("the server could not {action}: {source}")]
     Io {

@@ -15,9 +15,12 @@
 //! - [`webhook`]: signed reports with retries.
 //! - [`media`], [`probe`]: options to ffmpeg arguments, progress and ffprobe parsing.
 //! - [`sample`]: the sample clip the empty dashboard offers.
+//! - [`shared_secrets`]: its key and webhook secret, the same for every instance on the
+//!   database (the queue is shared, so whoever runs a job must sign as whoever accepted it).
 
 pub mod api;
 pub mod confine;
+mod disk_check;
 pub mod error;
 pub mod fetch;
 pub mod lease;
@@ -26,6 +29,7 @@ pub mod probe;
 pub mod retention;
 pub mod run;
 pub mod sample;
+pub mod shared_secrets;
 pub mod store;
 pub mod webhook;
 pub mod workdir;
@@ -79,6 +83,8 @@ pub struct ProcessorSettings {
     pub webhook_retry: RetryPolicy,
     pub ffmpeg: String,
     pub ffprobe: String,
+    /// Free space, in bytes, below which no new job is started on `dir` (0: no floor).
+    pub min_free_disk: u64,
 }
 
 struct Dirs {
@@ -121,6 +127,8 @@ pub enum StartError {
     Unreachable { path: PathBuf },
     #[error("could not set up an HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("could not read or store its key and webhook secret: {0}")]
+    Secrets(#[from] sqlx::Error),
 }
 
 /// What a server that runs the processor in Ittybit's place tells it.
@@ -145,7 +153,10 @@ pub struct LocalSettings {
     /// The programs run for each job.
     pub ffmpeg: String,
     pub ffprobe: String,
-    /// What webhooks are signed with; made up when unset.
+    /// Free space, in bytes, below which no new job is started (0: no floor).
+    pub min_free_disk: u64,
+    /// What webhooks are signed with; when unset, the one stored for every instance on the
+    /// database (made up by the first).
     pub webhook_secret: Option<SecretString>,
 }
 
@@ -154,7 +165,7 @@ pub struct Local {
     pub processor: Processor,
     /// Where the server's Ittybit client reaches its API.
     pub base_url: String,
-    /// The key its API accepts, made up for this run.
+    /// The key its API accepts, the same for every instance on the database.
     pub api_key: SecretString,
     /// What its webhooks are signed with.
     pub webhook_secret: SecretString,
@@ -163,8 +174,9 @@ pub struct Local {
 }
 
 /// Start the built-in processor for a server that people reach at `public_url` and that
-/// reaches itself at `self_url`. It gets a key made up for this run and signs with the given
-/// secret, or with one made up too. Its workers are tasks of `tasks` and stop at `cancel`.
+/// reaches itself at `self_url`. Its key, and its webhook secret unless one is given, are the
+/// ones stored for every instance on the database ([`shared_secrets`]). Its workers are tasks
+/// of `tasks` and stop at `cancel`.
 pub async fn start_local(
     pool: PgPool,
     settings: LocalSettings,
@@ -173,8 +185,10 @@ pub async fn start_local(
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<Local, StartError> {
-    let api_key = random_secret();
-    let webhook_secret = settings.webhook_secret.unwrap_or_else(random_secret);
+    let shared_secrets::SharedSecrets {
+        api_key,
+        webhook_secret,
+    } = shared_secrets::load(&pool, settings.webhook_secret).await?;
     // The app's own files: the sample clip and earlier outputs.
     let trusted_prefixes = [public_url, self_url]
         .into_iter()
@@ -209,6 +223,7 @@ pub async fn start_local(
             },
             ffmpeg: settings.ffmpeg,
             ffprobe: settings.ffprobe,
+            min_free_disk: settings.min_free_disk,
         },
         api_key.clone(),
         webhook_secret.clone(),

@@ -158,6 +158,7 @@ impl Processor {
     /// input's size.
     async fn process(&self, attempt: &Attempt<'_>) -> Result<Done, JobError> {
         let job = attempt.job;
+        self.check_disk()?;
         let kind: JobKind = job.kind.parse().map_err(JobError::input)?;
         let options = MediaOptions::parse(kind, &job.options).map_err(JobError::input)?;
         let settings = &self.inner.settings;

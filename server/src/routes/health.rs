@@ -1,4 +1,10 @@
 //! Liveness and readiness.
+//!
+//! `/readyz` is 503 when the instance cannot do its work at all (no database, no ffmpeg for
+//! the built-in processor). A disk under the free-space floor is a warning in a 200 answer
+//! instead: the instance still serves the dashboard, its jobs and Ittybit's webhooks, and
+//! taking it out of a load balancer's rotation would hide all of that while freeing no space.
+//! The warning names the shortage, for the operator's monitoring.
 
 use std::time::Duration;
 
@@ -24,10 +30,11 @@ async fn healthz() -> Json<Value> {
 }
 
 /// The process can do its work: the database answers, and when the built-in processor runs
-/// here, ffmpeg and ffprobe are installed.
+/// here, ffmpeg and ffprobe are installed. `warnings` lists problems that do not stop it
+/// (a disk under the free-space floor).
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses(
-        (status = 200, description = "Ready.", body = Object),
+        (status = 200, description = "Ready; `warnings` lists what needs attention.", body = Object),
         (status = 503, description = "Not ready; `reason` says why.", body = Object)))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let ping = sqlx::query_scalar!(r#"select 1 as "one!""#).fetch_one(&state.pool);
@@ -53,7 +60,22 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             missing.join(" and ")
         ));
     }
-    (StatusCode::OK, Json(json!({ "status": "ready" })))
+    let warnings: Vec<String> = state
+        .processor
+        .as_ref()
+        .and_then(|processor| processor.disk_shortage())
+        .map(|shortage| {
+            format!(
+                "{shortage}: the built-in processor fails new jobs until space is freed \
+                 (REELTIME_MIN_FREE_DISK_MB)"
+            )
+        })
+        .into_iter()
+        .collect();
+    (
+        StatusCode::OK,
+        Json(json!({ "status": "ready", "warnings": warnings })),
+    )
 }
 
 fn unavailable(reason: String) -> (StatusCode, Json<Value>) {

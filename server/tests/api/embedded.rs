@@ -351,3 +351,77 @@ async fn a_lock_file_naming_someone_elses_live_process_is_cleared_and_the_proces
     foreign.wait().unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+#[tokio::test]
+async fn a_postgres_that_dies_is_started_again_and_not_after_shutdown() {
+    let data_dir = scratch_dir();
+    let client = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let app = start(&data_dir).await;
+    set_up(&client, app.setup_link.as_deref().unwrap()).await;
+    let dead = postmaster_pid(&data_dir).expect("postgres is running");
+
+    // Killed outright, as the OOM killer would.
+    unsafe { libc::kill(dead, libc::SIGKILL) };
+    assert!(wait_gone(dead).await, "postgres {dead} survived SIGKILL");
+    let readyz = format!("{}/readyz", app.address);
+    let restarted = crate::helpers::eventually(Duration::from_secs(120), || async {
+        let pid = postmaster_pid(&data_dir)
+            .filter(|pid| *pid != dead && alive(*pid))
+            .ok_or_else(|| "no new postmaster yet".to_owned())?;
+        let status = reqwest::get(&readyz)
+            .await
+            .map_err(|err| err.to_string())?
+            .status();
+        match status {
+            StatusCode::OK => Ok(pid),
+            other => Err(format!("/readyz answers {other}")),
+        }
+    })
+    .await;
+
+    // The server works again, on the same data and the same session.
+    let created = crate::helpers::eventually(Duration::from_secs(30), || async {
+        let response = client
+            .post(format!("{}/api/jobs", app.address))
+            .header("origin", &app.address)
+            .json(&json!({ "input_url": "https://example.com/after-the-crash.mp4" }))
+            .send()
+            .await
+            .map_err(|err| err.to_string())?;
+        match response.status() {
+            status if status.is_success() => {
+                Ok(response.json::<Value>().await.map_err(|e| e.to_string())?)
+            }
+            other => Err(format!("submitting answered {other}")),
+        }
+    })
+    .await;
+    let listed: Value = client
+        .get(format!("{}/api/jobs", app.address))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        listed.to_string().contains(created["id"].as_str().unwrap()),
+        "{listed}"
+    );
+
+    // A shutdown stops it for good: the supervisor does not start it again.
+    assert_eq!(app.stop(libc::SIGTERM).await, Some(0));
+    assert!(
+        wait_gone(restarted).await,
+        "postgres {restarted} still runs after shutdown"
+    );
+    assert!(
+        postmaster_pid(&data_dir).is_none(),
+        "nothing started it again"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

@@ -88,7 +88,7 @@ pub(crate) fn tool_dir(name: &str) -> std::path::PathBuf {
 
 /// An ffmpeg that never finishes: it answers `-version` as ffmpeg does, and otherwise writes
 /// its pid to `pid_file` and sleeps.
-fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
+pub(crate) fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
     let script = dir.join("ffmpeg-endless");
     std::fs::write(
         &script,

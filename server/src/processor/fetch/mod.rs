@@ -27,7 +27,9 @@
 //! * `allow_private` switches the address check off (tests, LAN use); the hop limit stays.
 //!
 //! Error messages end up on the dashboard as a job's error text, so they are sentences for a
-//! person and never contain the URL (URLs can carry signed tokens) — at most the host and address.
+//! person and never contain the URL (URLs can carry signed tokens) nor the address a host resolved to (it
+//! would map the server's private network for whoever reads the job's error) — at most the
+//! host. The operator finds a refused address in the log.
 
 use std::error::Error as StdError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -94,11 +96,15 @@ pub enum FetchError {
     /// The URL is unusable: not a URL, a scheme other than http(s), no host, or credentials.
     #[error("{0}")]
     Invalid(String),
-    /// The host is, or resolves to, an address that is not on the public internet.
+    /// The host is, or resolves to, an address that is not on the public internet. The
+    /// message names the host (the submitter typed it, or a server they chose redirected to
+    /// it) but never the address: the text is shown to every viewer, and the address would
+    /// map the server's private network for them. [`FetchError::log_refusal`] gives it to the
+    /// operator.
     #[error(
-        "the input's host {host} resolves to {address}, a private, loopback or link-local \
-         address; the built-in processor does not fetch those (set \
-         REELTIME_PROCESSOR_ALLOW_PRIVATE=true to allow it)"
+        "the input's host {host} resolves to a private, loopback or link-local address; the \
+         built-in processor does not fetch those (set REELTIME_PROCESSOR_ALLOW_PRIVATE=true to \
+         allow it)"
     )]
     Refused { host: String, address: IpAddr },
     /// A redirect that is not followed: too many hops or a scheme other than http(s).
@@ -125,6 +131,13 @@ pub enum FetchError {
 }
 
 impl FetchError {
+    /// Tells the operator which address a refused host resolved to (the job's error does not).
+    pub fn log_refusal(&self) {
+        if let FetchError::Refused { host, address } = self {
+            tracing::warn!(%host, %address, "refused to fetch an input from a non-public address");
+        }
+    }
+
     /// Whether trying again later may succeed: timeouts, network failures, 5xx and 429 answers.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -450,6 +463,14 @@ impl Fetcher {
     /// number of bytes written. `max_bytes` is enforced from Content-Length up front and while
     /// streaming; on any error after the file was created, the partial file is deleted.
     pub async fn download(&self, input: &str, dest: &Path) -> Result<u64, FetchError> {
+        let downloaded = self.download_unlogged(input, dest).await;
+        if let Err(err) = &downloaded {
+            err.log_refusal();
+        }
+        downloaded
+    }
+
+    async fn download_unlogged(&self, input: &str, dest: &Path) -> Result<u64, FetchError> {
         let url = self.check_url(input)?;
         let host = url.host_str().unwrap_or_default().to_owned();
         let client = if self.is_trusted(&url) {

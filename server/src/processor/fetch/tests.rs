@@ -376,6 +376,15 @@ async fn download_refuses_names_that_resolve_to_loopback() {
     }
     let text = err.to_string();
     assert!(text.contains("localhost"), "{text}");
+    // The address stays in the log: the job's error is shown to every viewer.
+    assert!(
+        text.contains("a private, loopback or link-local address"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("127.0.0.1") && !text.contains("::1"),
+        "{text}"
+    );
     assert!(!text.contains("private-path"), "{text}");
     assert!(!text.contains("token"), "{text}");
     assert!(!dest.exists());
