@@ -325,6 +325,9 @@ pub struct Job {
     /// The account that submitted the job (absent for jobs written by other means).
     #[serde(default)]
     pub created_by: Option<Uuid>,
+    /// The failed or cancelled job this one retries.
+    #[serde(default)]
+    pub retry_of: Option<JobId>,
 }
 
 #[cfg(test)]

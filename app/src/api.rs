@@ -92,12 +92,17 @@ pub async fn list_jobs(before: Option<String>) -> Result<DashboardPage, ServerFn
         .transpose()
         .map_err(|_| ServerFnError::new("That page link is not valid."))?;
     let page_is_first = before.is_none();
-    let page = crate::db::list_jobs(&pool, before, reeltime::PageLimit::DEFAULT)
-        .await
-        .map_err(|err| {
-            tracing::error!(error = %err, "listing jobs failed");
-            ServerFnError::new("The job list is unavailable right now.")
-        })?;
+    let page = crate::db::list_jobs(
+        &pool,
+        &reeltime::JobFilter::default(),
+        before,
+        reeltime::PageLimit::DEFAULT,
+    )
+    .await
+    .map_err(|err| {
+        tracing::error!(error = %err, "listing jobs failed");
+        ServerFnError::new("The job list is unavailable right now.")
+    })?;
     // Offered on the first page only, where the empty dashboard shows it, to people who may
     // submit jobs.
     let may_submit = crate::session::current_user().is_some_and(|user| user.role.can_write());

@@ -141,6 +141,7 @@ mod tests {
             input_size: None,
             version,
             created_by: None,
+            retry_of: None,
         }
     }
 

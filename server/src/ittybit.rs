@@ -115,6 +115,45 @@ impl IttybitClient {
             .await;
         read_job(self.service, response).await
     }
+
+    /// `POST /jobs/{id}/cancel`: the built-in processor's extension (Ittybit documents no
+    /// cancel call; `shared/ittybit-api.md`).
+    pub async fn cancel_job(&self, id: &str) -> Result<IttybitJob, CallError> {
+        let response = self
+            .http
+            .post(format!("{}/jobs/{id}/cancel", self.base_url))
+            .headers(self.headers())
+            .send()
+            .await;
+        read_job(self.service, response).await
+    }
+
+    /// `DELETE /jobs/{id}`: the built-in processor's extension, which forgets a finished job
+    /// and deletes its output file. `Ok(false)` when it no longer knows the job.
+    pub async fn delete_job(&self, id: &str) -> Result<bool, CallError> {
+        let response = self
+            .http
+            .delete(format!("{}/jobs/{id}", self.base_url))
+            .headers(self.headers())
+            .send()
+            .await
+            .map_err(|err| CallError::Transient {
+                reason: format!(
+                    "{} could not be reached: {}",
+                    self.service,
+                    err.without_url()
+                ),
+                retry_after: None,
+            })?;
+        match response.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            status => Err(CallError::Transient {
+                reason: format!("{} answered HTTP {}", self.service, status.as_u16()),
+                retry_after: None,
+            }),
+        }
+    }
 }
 
 async fn read_job(

@@ -138,6 +138,7 @@ impl Application {
             session_idle: time::Duration::try_from(access.session_idle)
                 .unwrap_or(time::Duration::WEEK),
             trusted_proxies: settings.trusted_proxies.clone(),
+            remote: None,
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {
@@ -187,6 +188,10 @@ impl Application {
         );
         if let Some(config) = client {
             let client = IttybitClient::new(config).map_err(StartupError::HttpClient)?;
+            state.remote = Some(crate::routes::Remote {
+                client: client.clone(),
+                built_in: state.processor.is_some(),
+            });
             let ittybit = &settings.ittybit;
             let dispatch = DispatchSettings {
                 webhook_url: format!("{public_url}{CALLBACK_PATH}"),

@@ -2,13 +2,14 @@
 //! about a job into its row.
 
 use reeltime::{
-    FieldErrors, Job, JobId, JobPage, JobStatus, JobSubmission, NewJob, Normalized, PageCursor,
-    PageLimit, TxSnapshot,
+    FieldErrors, Job, JobFilter, JobId, JobKind, JobPage, JobStatus, JobSubmission, NewJob,
+    Normalized, PageCursor, PageLimit, TxSnapshot,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::changes::log_horizon;
+use super::operate::FilterParams;
 
 /// Why a submission was not stored.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +46,8 @@ pub async fn insert_job(
         "insert into jobs (input_url, kind, options, created_by) values ($1, $2, $3, $4)
          returning id, input_url, kind, options, status, task_id, output_url, error,
              created_at, updated_at, progress, output_duration_ms, output_size, output_width,
-             output_height, input_size, version, created_by",
+             output_height, input_size, version, created_by,
+             retry_of",
         job.input_url.as_str(),
         job.kind().as_str(),
         job.options(),
@@ -60,7 +62,8 @@ pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Erro
         Job,
         "select id, input_url, kind, options, status, task_id, output_url, error, created_at,
              updated_at, progress, output_duration_ms, output_size, output_width, output_height,
-             input_size, version, created_by
+             input_size, version, created_by,
+             retry_of
          from jobs where id = $1",
         id.0,
     )
@@ -68,21 +71,29 @@ pub async fn get_job(pool: &PgPool, id: JobId) -> Result<Option<Job>, sqlx::Erro
     .await
 }
 
-/// Newest first; `before` continues after an earlier page. The page and its change-log
-/// position are read in one snapshot, so a subscriber starting from that position misses
-/// nothing the page does not already show.
+/// Newest first, the jobs `filter` lets through; `before` continues after an earlier page.
+/// The page and its change-log position are read in one snapshot, so a subscriber starting
+/// from that position misses nothing the page does not already show.
 pub async fn list_jobs(
     pool: &PgPool,
+    filter: &JobFilter,
     before: Option<PageCursor>,
     limit: PageLimit,
 ) -> Result<JobPage, sqlx::Error> {
-    Ok(list_jobs_with_snapshot(pool, before, limit).await?.0)
+    Ok(list_jobs_with_snapshot(pool, filter, before, limit)
+        .await?
+        .0)
 }
 
 /// [`list_jobs`], and the snapshot the page was read in: the page reflects every change made
 /// by a transaction that snapshot sees.
+///
+/// The filter is `reeltime_filtered_jobs` (the SQL of `JobFilter::matches`), which the planner
+/// inlines; custom plans fold its unset conditions away, so an unfiltered page walks
+/// `jobs_created_at_id_idx` and a status tab `jobs_status_created_at_id_idx`.
 pub async fn list_jobs_with_snapshot(
     pool: &PgPool,
+    filter: &JobFilter,
     before: Option<PageCursor>,
     limit: PageLimit,
 ) -> Result<(JobPage, TxSnapshot), sqlx::Error> {
@@ -92,37 +103,35 @@ pub async fn list_jobs_with_snapshot(
     let mut tx =
         super::begin_with(pool, "begin isolation level repeatable read, read only").await?;
     let (position, snapshot) = log_horizon(&mut *tx).await?;
-    // Two statements rather than one with `$1 is null or …`: each keeps its index condition
-    // whatever plan Postgres caches.
-    let mut jobs = match before {
-        None => {
-            sqlx::query_as!(
-                Job,
-                "select id, input_url, kind, options, status, task_id, output_url, error,
-                     created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, input_size, version, created_by
-                 from jobs order by created_at desc, id desc limit $1",
-                fetch,
-            )
-            .fetch_all(&mut *tx)
-            .await?
-        }
-        Some(cursor) => {
-            sqlx::query_as!(
-                Job,
-                "select id, input_url, kind, options, status, task_id, output_url, error,
-                     created_at, updated_at, progress, output_duration_ms, output_size,
-                     output_width, output_height, input_size, version, created_by
-                 from jobs where (created_at, id) < ($1, $2)
-                 order by created_at desc, id desc limit $3",
-                cursor.created_at,
-                cursor.id.0,
-                fetch,
-            )
-            .fetch_all(&mut *tx)
-            .await?
-        }
+    super::custom_plans(&mut tx).await?;
+    let f = FilterParams::of(filter);
+    let (cursor_at, cursor_id) = match before {
+        Some(cursor) => (Some(cursor.created_at), Some(cursor.id.0)),
+        None => (None, None),
     };
+    let mut jobs = sqlx::query_as!(
+        Job,
+        r#"select id as "id!: JobId", input_url as "input_url!", kind as "kind!: JobKind",
+             options as "options!", status as "status!: JobStatus", task_id, output_url, error,
+             created_at as "created_at!", updated_at as "updated_at!", progress,
+             output_duration_ms, output_size, output_width, output_height, input_size,
+             version as "version!", created_by, retry_of as "retry_of: JobId"
+         from reeltime_filtered_jobs($1, $2, $3, $4, $5, $6, $7)
+         where $8::timestamptz is null or (created_at, id) < ($8, $9)
+         order by created_at desc, id desc limit $10"#,
+        f.status,
+        f.kind,
+        f.preset_kind,
+        f.preset_options,
+        f.q,
+        f.from,
+        f.to,
+        cursor_at,
+        cursor_id,
+        fetch,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
     let next_before = if jobs.len() > limit {
         jobs.truncate(limit);
@@ -137,6 +146,34 @@ pub async fn list_jobs_with_snapshot(
         position: Some(position),
     };
     Ok((page, snapshot))
+}
+
+/// How many jobs of each status `filter` lets through, its own status condition aside (the
+/// status tabs' counts); statuses with none are left out.
+pub async fn status_counts(
+    pool: &PgPool,
+    filter: &JobFilter,
+) -> Result<Vec<(JobStatus, i64)>, sqlx::Error> {
+    let f = FilterParams::of(&filter.with_status(None));
+    let mut tx = super::begin_with(pool, "begin read only").await?;
+    super::custom_plans(&mut tx).await?;
+    let rows = sqlx::query!(
+        r#"select status as "status!: JobStatus", count(*) as "count!"
+         from reeltime_filtered_jobs(null, $1, $2, $3, $4, $5, $6) group by status"#,
+        f.kind,
+        f.preset_kind,
+        f.preset_options,
+        f.q,
+        f.from,
+        f.to,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.status, row.count))
+        .collect())
 }
 
 /// What applying a report did.

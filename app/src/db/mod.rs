@@ -12,9 +12,11 @@
 //! - [`changes`]: the change log the live feed reads, its horizon and its pruning.
 //! - [`webhooks`]: the delivery log of signed callbacks.
 //! - [`outbox`]: the dispatcher's claims on pending jobs and the reconciler's quiet jobs.
+//! - [`operate`]: operators' actions (cancel, retry, delete, in bulk) and each job's story.
 
 pub mod changes;
 pub mod jobs;
+pub mod operate;
 pub mod outbox;
 pub mod stats;
 mod transaction;
@@ -22,5 +24,8 @@ pub mod users;
 pub mod webhooks;
 
 pub use changes::{log_horizon, log_position, Change};
-pub use jobs::{get_job, list_jobs, list_jobs_with_snapshot, submit_job, Applied, SubmitError};
+pub use jobs::{
+    get_job, list_jobs, list_jobs_with_snapshot, status_counts, submit_job, Applied, SubmitError,
+};
+pub(crate) use transaction::custom_plans;
 pub use transaction::{begin, begin_with};

@@ -38,3 +38,15 @@ async fn finish(
     task.await
         .unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e))))
 }
+
+/// Custom plans for the rest of the transaction: statements whose conditions may be unset
+/// (`reeltime_filtered_jobs`) then have those folded away and keep their indexes, where a
+/// cached generic plan would scan.
+pub(crate) async fn custom_plans(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select set_config('plan_cache_mode', 'force_custom_plan', true) as "set!""#
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}

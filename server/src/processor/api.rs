@@ -28,7 +28,8 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 pub fn router<S: Clone + Send + Sync + 'static>(processor: Processor) -> Router<S> {
     Router::new()
         .route("/jobs", get(list_jobs).post(create_job))
-        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}", get(get_job).delete(delete_job))
+        .route("/jobs/{id}/cancel", axum::routing::post(cancel_job))
         .route_layer(middleware::from_fn_with_state(
             processor.clone(),
             require_key,
@@ -197,6 +198,77 @@ async fn get_job(
         .await?
         .ok_or_else(|| ApiError::not_found(&id))?;
     Ok(Json(job.to_json()))
+}
+
+/// `POST /jobs/{id}/cancel` (a Reeltime extension, `shared/ittybit-api.md`): stops the work
+/// (the worker's next heartbeat finds the job cancelled, within a second, and kills its
+/// ffmpeg and removes its files), answers the job object, and sends the final webhook.
+async fn cancel_job(
+    State(processor): State<Processor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match store::cancel(processor.pool(), &id).await? {
+        Some(job) => {
+            let body = job.to_json();
+            if let Some(url) = job.webhook_url.clone() {
+                processor
+                    .inner
+                    .webhooks
+                    .track(job.id.clone(), url)
+                    .finish(&body);
+            }
+            tracing::info!(task_id = %id, "job cancelled");
+            Ok(Json(body))
+        }
+        None => {
+            let job = store::get(processor.pool(), &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(&id))?;
+            Err(ApiError {
+                status: StatusCode::CONFLICT,
+                kind: "job_finished",
+                message: format!("the job has already finished ({})", job.status),
+            })
+        }
+    }
+}
+
+/// `DELETE /jobs/{id}` (a Reeltime extension): forgets a finished job and deletes its output
+/// file. 204; 409 for a job that has not finished (cancel it first).
+async fn delete_job(
+    State(processor): State<Processor>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    match store::delete_finished(processor.pool(), &id).await? {
+        Some(job) => {
+            let file = job
+                .output
+                .as_ref()
+                .and_then(|output| output.get("url"))
+                .and_then(Value::as_str)
+                .and_then(|url| url.rsplit('/').next())
+                .filter(|name| is_output_name(name));
+            if let Some(name) = file {
+                let path = processor.inner.dirs.outputs.join(name);
+                if let Err(err) = tokio::fs::remove_file(&path).await {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(error = %err, file = name, "could not delete an output");
+                    }
+                }
+            }
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => {
+            let job = store::get(processor.pool(), &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found(&id))?;
+            Err(ApiError {
+                status: StatusCode::CONFLICT,
+                kind: "job_not_finished",
+                message: format!("the job is {}; cancel it before deleting it", job.status),
+            })
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -4,8 +4,8 @@
 //! whose lease ran out (its worker died). So the lease must be renewed through everything an
 //! attempt does (the download, which may take minutes, ffprobe, ffmpeg, the output's probe),
 //! not only while ffmpeg reports progress. The heartbeat renews it every [`Lease::every`]; when
-//! a renewal finds the job no longer this attempt's, or renewals fail for as long as the lease
-//! lasts (the job may be someone else's by now), it cancels [`Heartbeat::lost`], and the
+//! a renewal finds the job no longer this attempt's (another worker took it, or it was
+//! cancelled), or renewals fail for as long as the lease lasts (the job may be someone else's by now), it cancels [`Heartbeat::lost`], and the
 //! worker stops its ffmpeg and writes nothing more.
 
 use std::time::{Duration, Instant};
@@ -26,11 +26,12 @@ pub struct Lease {
 
 impl Lease {
     /// A lease of `length`, renewed six times per length (a renewal may fail a few times
-    /// before the lease is at risk).
+    /// before the lease is at risk) and at least every second, so a job cancelled from any
+    /// instance is stopped within about a second.
     pub fn of(length: Duration) -> Lease {
         Lease {
             length,
-            every: (length / 6).max(Duration::from_millis(100)),
+            every: (length / 6).clamp(Duration::from_millis(100), Duration::from_secs(1)),
         }
     }
 }
@@ -85,8 +86,14 @@ mod tests {
 
     #[test]
     fn a_lease_is_renewed_several_times_per_length() {
-        let lease = Lease::of(Duration::from_secs(30));
-        assert_eq!(lease.every, Duration::from_secs(5));
+        let lease = Lease::of(Duration::from_secs(3));
+        assert_eq!(lease.every, Duration::from_millis(500));
+        let long = Lease::of(Duration::from_secs(30));
+        assert_eq!(
+            long.every,
+            Duration::from_secs(1),
+            "a cancel is seen within a second"
+        );
         assert_eq!(
             Lease::of(Duration::from_millis(300)).every,
             Duration::from_millis(100)

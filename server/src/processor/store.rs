@@ -377,6 +377,37 @@ pub async fn requeue(pool: &PgPool, id: &str, owner: Uuid) -> Result<(), sqlx::E
     Ok(())
 }
 
+/// Cancel a job that has not finished (a Reeltime extension of the contract): it ends
+/// `cancelled`, and its worker, if one runs it, loses its lease at the next heartbeat and stops
+/// its ffmpeg. `None` when there is no such unfinished job.
+pub async fn cancel(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sqlx::Error> {
+    sqlx::query_as!(
+        ProcessorJob,
+        "update processor_jobs set status = 'cancelled', finished_at = now(), updated_at = now(),
+             lease_until = null, lease_owner = null
+         where id = $1 and status in ('queued', 'processing')
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
+        id,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Delete a finished job (a Reeltime extension); returns it as it was, for its output file.
+pub async fn delete_finished(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sqlx::Error> {
+    sqlx::query_as!(
+        ProcessorJob,
+        "delete from processor_jobs
+         where id = $1 and status in ('succeeded', 'failed', 'cancelled')
+         returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
+             created_at, started_at, finished_at, updated_at, attempts, input_size",
+        id,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 /// `BEGIN` in its own task, so a cancelled request cannot return its connection to the pool
 /// inside the transaction: sqlx records the transaction only once `BEGIN` is answered (the
 /// dashboard's `app::db::begin` has the whole story; the processor keeps no tie to `app`).

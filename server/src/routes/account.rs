@@ -36,7 +36,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// What went wrong on our side; the detail is logged, the person is told plainly.
-struct Failed(String);
+pub(super) struct Failed(String);
 
 impl<E: std::fmt::Display> From<E> for Failed {
     fn from(err: E) -> Failed {
@@ -46,7 +46,7 @@ impl<E: std::fmt::Display> From<E> for Failed {
 
 impl IntoResponse for Failed {
     fn into_response(self) -> Response {
-        tracing::error!(error = %self.0, "an account form failed");
+        tracing::error!(error = %self.0, "a form failed");
         (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong on our side. Please try again in a moment.\n",
@@ -55,10 +55,10 @@ impl IntoResponse for Failed {
     }
 }
 
-type Answer = Result<Response, Failed>;
+pub(super) type Answer = Result<Response, Failed>;
 
 /// Back to `to`, with a message.
-async fn back(session: &Session, to: &str, ok: bool, text: impl Into<String>) -> Answer {
+pub(super) async fn back(session: &Session, to: &str, ok: bool, text: impl Into<String>) -> Answer {
     let flash = Flash {
         ok,
         text: text.into(),
@@ -68,7 +68,7 @@ async fn back(session: &Session, to: &str, ok: bool, text: impl Into<String>) ->
 }
 
 /// A path on this server to go to after signing in (never another site).
-fn local(next: &str) -> &str {
+pub(super) fn local(next: &str) -> &str {
     if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
         next
     } else {

@@ -292,8 +292,13 @@ impl Subscriber {
     /// A `reset` event: the newest jobs and the position they reflect, from which replay and
     /// live delivery continue.
     async fn reset(&mut self) -> Option<String> {
-        match app::db::jobs::list_jobs_with_snapshot(&self.feed.pool, None, PageLimit::DEFAULT)
-            .await
+        match app::db::jobs::list_jobs_with_snapshot(
+            &self.feed.pool,
+            &reeltime::JobFilter::default(),
+            None,
+            PageLimit::DEFAULT,
+        )
+        .await
         {
             Ok((page, snapshot)) => {
                 let position = page.position.unwrap_or_default();

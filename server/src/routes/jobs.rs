@@ -20,7 +20,10 @@ pub const MAX_SUBMISSION_BYTES: usize = 64 * 1024;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/jobs", get(list).post(create))
-        .route("/api/jobs/{id}", get(read))
+        .route(
+            "/api/jobs/{id}",
+            get(read).delete(super::job_actions::delete),
+        )
         .route("/api/jobs/{id}/output-link", get(output_link))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMISSION_BYTES))
 }
@@ -58,15 +61,47 @@ async fn create(
 struct ListParams {
     /// 1 to 100; 50 when absent.
     limit: Option<u32>,
-    /// A previous page's `next_before`.
+    /// A previous page's `next_before` (for the same filter).
     before: Option<String>,
+    /// Only jobs in this status.
+    status: Option<String>,
+    /// Only jobs of this kind.
+    kind: Option<String>,
+    /// Only jobs made with this preset.
+    preset: Option<String>,
+    /// Text in the input URL or the error, ignoring case.
+    q: Option<String>,
+    /// Created on or after this day (`YYYY-MM-DD`, UTC) or time (RFC 3339).
+    from: Option<String>,
+    /// Created on or before this day, or before this time.
+    to: Option<String>,
 }
 
-/// `GET /api/jobs?limit=&before=`: newest first; `next_before` continues.
+impl ListParams {
+    fn filter(&self) -> Result<reeltime::JobFilter, reeltime::FilterError> {
+        let pairs = [
+            ("status", &self.status),
+            ("kind", &self.kind),
+            ("preset", &self.preset),
+            ("q", &self.q),
+            ("from", &self.from),
+            ("to", &self.to),
+        ];
+        reeltime::JobFilter::from_pairs(
+            pairs
+                .into_iter()
+                .filter_map(|(key, value)| value.as_deref().map(|value| (key, value))),
+        )
+    }
+}
+
+/// `GET /api/jobs?limit=&before=&status=&kind=&preset=&q=&from=&to=`: newest first, the jobs
+/// the filter lets through; `next_before` continues.
 #[utoipa::path(get, path = "/api/jobs", tag = "jobs", params(ListParams),
     responses(
         (status = 200, description = "A page, newest first.", body = JobPage),
-        (status = 400, description = "A bad `limit` or `before`.", body = ErrorBody)))]
+        (status = 400, description = "A bad `limit` or `before`.", body = ErrorBody),
+        (status = 422, description = "A bad filter: the message says which parameter.", body = ErrorBody)))]
 async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -77,13 +112,18 @@ async fn list(
         .transpose()
         .map_err(ApiError::BadRequest)?
         .unwrap_or_default();
+    let filter = params
+        .filter()
+        .map_err(|err| ApiError::Unprocessable(err.to_string()))?;
     let before = params
         .before
         .filter(|b| !b.is_empty())
         .map(|b| b.parse::<PageCursor>())
         .transpose()
         .map_err(|err| ApiError::BadRequest(err.to_string()))?;
-    Ok(Json(db::list_jobs(&state.pool, before, limit).await?))
+    Ok(Json(
+        db::list_jobs(&state.pool, &filter, before, limit).await?,
+    ))
 }
 
 /// `GET /api/jobs/{id}`.

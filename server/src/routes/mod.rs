@@ -6,6 +6,7 @@ pub mod account;
 pub mod events;
 pub mod health;
 pub mod ittybit;
+pub mod job_actions;
 pub mod jobs;
 pub mod openapi;
 
@@ -63,6 +64,17 @@ pub struct AppState {
     pub session_idle: time::Duration,
     /// Whose `X-Forwarded-For` is believed (the client address in logs and limits).
     pub trusted_proxies: crate::proxy::TrustedProxies,
+    /// The service jobs go to, for what an operator's actions must tell it (cancels and
+    /// deletes); `None` when jobs go nowhere.
+    pub remote: Option<Remote>,
+}
+
+/// The service jobs go to, as operators' actions reach it.
+#[derive(Clone)]
+pub struct Remote {
+    pub client: crate::ittybit::IttybitClient,
+    /// The built-in processor (which can cancel and delete), not Ittybit (which cannot).
+    pub built_in: bool,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -170,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::router())
         .merge(account::router())
         .merge(jobs::router())
+        .merge(job_actions::router())
         .merge(events::router())
         .merge(ittybit::router())
         .merge(openapi::router())

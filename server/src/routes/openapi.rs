@@ -28,6 +28,11 @@ pub fn router() -> Router<AppState> {
         super::jobs::create,
         super::jobs::list,
         super::jobs::read,
+        super::job_actions::cancel,
+        super::job_actions::retry,
+        super::job_actions::delete,
+        super::job_actions::bulk,
+        super::job_actions::counts,
         super::events::events,
         super::ittybit::callback,
         super::health::healthz,
@@ -41,7 +46,11 @@ pub fn router() -> Router<AppState> {
         reeltime::JobKind,
         reeltime::FieldErrors,
         crate::error::ErrorBody,
-        super::ittybit::CallbackAnswer
+        super::ittybit::CallbackAnswer,
+        reeltime::JobAction,
+        super::job_actions::ActionAnswer,
+        super::job_actions::BulkRequest,
+        super::job_actions::BulkAnswer
     ))
 )]
 pub struct ApiDoc;

@@ -116,6 +116,42 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "U A A A A A U U",
     ),
     (
+        "DELETE",
+        "/api/jobs/{id}",
+        "/api/jobs/00000000-0000-0000-0000-000000000000",
+        "U F A A F A U U",
+    ),
+    (
+        "POST",
+        "/api/jobs/{id}/cancel",
+        "/api/jobs/00000000-0000-0000-0000-000000000000/cancel",
+        "U F A A F A U U",
+    ),
+    (
+        "POST",
+        "/api/jobs/{id}/retry",
+        "/api/jobs/00000000-0000-0000-0000-000000000000/retry",
+        "U F A A F A U U",
+    ),
+    (
+        "POST",
+        "/api/jobs/bulk",
+        "/api/jobs/bulk",
+        "U F A A F A U U",
+    ),
+    (
+        "GET",
+        "/api/jobs/counts",
+        "/api/jobs/counts",
+        "U A A A A A U U",
+    ),
+    (
+        "POST",
+        "/jobs/{id}/{action}",
+        "/jobs/00000000-0000-0000-0000-000000000000/cancel",
+        "L F A A L L L L",
+    ),
+    (
         "GET",
         "/api/jobs/{id}/output-link",
         "/api/jobs/00000000-0000-0000-0000-000000000000/output-link",
@@ -138,6 +174,12 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "*",
         "/ittybit-local/jobs/{id}",
         "/ittybit-local/jobs/job_x",
+        "U U U U U U U U",
+    ),
+    (
+        "*",
+        "/ittybit-local/jobs/{id}/cancel",
+        "/ittybit-local/jobs/job_x/cancel",
         "U U U U U U U U",
     ),
     (

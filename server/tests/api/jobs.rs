@@ -345,7 +345,8 @@ async fn a_cancelled_page_read_leaves_no_connection_inside_its_transaction() {
     for step in 0..300u64 {
         // Deadlines from 0 to ~3 ms hit every point of the read: before, during and after BEGIN.
         let deadline = std::time::Duration::from_micros(step * 10);
-        let read = app::db::list_jobs(&pool, None, limit);
+        let filter = reeltime::JobFilter::default();
+        let read = app::db::list_jobs(&pool, &filter, None, limit);
         if tokio::time::timeout(deadline, read).await.is_err() {
             cancelled += 1;
         }

@@ -11,6 +11,7 @@ mod events;
 mod health;
 mod helpers;
 mod ittybit;
+mod job_actions;
 mod jobs;
 mod metrics;
 mod openapi;
