@@ -23,7 +23,8 @@ use crate::{start_server, Result};
 mod oracle;
 use oracle::{Delivery, Expected};
 
-pub const SECRET: &str = "whsec_chaos";
+/// The webhook secret of the suite's servers (the server wants 32 bytes or more).
+pub const SECRET: &str = "whsec_chaos_0123456789abcdef0123456789abcdef";
 
 /// One request on a fresh connection; the status.
 async fn raw(address: &str, request: String) -> Result<(u16, String)> {
@@ -49,10 +50,14 @@ async fn raw(address: &str, request: String) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// A signed-in `GET` (the benches' token); the status.
 pub async fn get_status(address: &str, path: &str) -> Result<u16> {
     Ok(raw(
         address,
-        format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n"),
+        format!(
+            "GET {path} HTTP/1.0\r\nHost: {address}\r\n{}\r\n",
+            crate::authorization()
+        ),
     )
     .await?
     .0)
