@@ -22,13 +22,18 @@
 //!
 //! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
 //! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
+//!
+//! Every `/api/*` route needs an account (issue 11): each server the benches start gets an
+//! admin and a personal API token written into its database ([`sign_in`]), and every request
+//! the benches make carries it ([`authorization`]).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use reeltime::{JobKind, Preset};
+use app::db::users;
+use reeltime::{JobKind, Preset, Role, TokenScope};
 use serde_json::{json, Value};
 use server::processor::media::{ffmpeg_args, file_arg, output_extension, MediaOptions};
 use server::processor::sample;
@@ -96,13 +101,55 @@ fn raise_open_file_limit() {
     }
 }
 
+/// The benches' one personal API token, made once per run: [`sign_in`] stores its hash in the
+/// database of every server the benches start, so one header serves every server.
+static TOKEN: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(server::auth::secrets::new_token);
+
+/// The account the token belongs to.
+const BENCH_ADMIN: &str = "bench@example.com";
+
+/// The `Authorization` header line (with its CRLF) that every request of the benches sends:
+/// the JSON API, the event streams, the page probes. The one place it is built.
+pub fn authorization() -> String {
+    format!("Authorization: Bearer {}\r\n", *TOKEN)
+}
+
+/// An admin and [`TOKEN`] in the (migrated) database at `database_url`, as the server's own
+/// tests make them (`server/tests/api/helpers.rs`); nothing if a server before this one on
+/// the same database (a restart, a second instance) made them already.
+async fn sign_in(database_url: &str) -> Result<()> {
+    use server::auth::secrets::{sha256, token_prefix};
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await?;
+    if users::user_by_email(&pool, BENCH_ADMIN).await?.is_none() {
+        // Nobody signs in with a password: a random one, hashed as the server would.
+        let hash = server::auth::password::hash(server::auth::secrets::new_token()).await?;
+        let user = users::create_user(&pool, BENCH_ADMIN, &hash, Role::Admin).await?;
+        users::create_token(
+            &pool,
+            user.id,
+            "bench",
+            TokenScope::Write,
+            &sha256(&TOKEN),
+            &token_prefix(&TOKEN),
+        )
+        .await?;
+    }
+    pool.close().await;
+    Ok(())
+}
+
 struct Server {
     child: Child,
     address: String,
     pid: u32,
 }
 
-/// Starts the server on `database_url`, with `env` on top of the defaults below.
+/// Starts the server on `database_url`, with `env` on top of the defaults below, and signs the
+/// benches in to it ([`sign_in`]) once it is up (its database migrated).
 async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server> {
     let binary = std::env::var("REELTIME_BIN").unwrap_or_else(|_| "target/release/reeltime".into());
     let mut child = Command::new(&binary)
@@ -111,6 +158,11 @@ async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server
         .env("RUST_LOG", "warn")
         .env("REELTIME_EVENTS_BUFFER", "4096")
         .env("REELTIME_DB_MAX_CONNECTIONS", "10")
+        // These are the benches' own servers, and every request comes from the one bench
+        // account: the per-person limits (20 open event streams, 60 submissions a minute by
+        // default) would stop the benches' thousands of streams and hundreds of jobs.
+        .env("REELTIME_STREAMS_PER_USER", "1000000")
+        .env("REELTIME_SUBMISSIONS_PER_MINUTE", "1000000")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -122,6 +174,7 @@ async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while let Some(line) = lines.next_line().await? {
         if let Some(url) = line.strip_prefix("Reeltime is running at http://") {
+            sign_in(database_url).await?;
             return Ok(Server {
                 child,
                 address: url.trim().to_owned(),
@@ -213,8 +266,9 @@ async fn http(
     socket
         .write_all(
             format!(
-                "{method} {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n\
+                "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{}Accept: application/json\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                authorization(),
                 body.len()
             )
             .as_bytes(),

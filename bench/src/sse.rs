@@ -14,7 +14,11 @@ async fn client(
     let mut socket = TcpStream::connect(&address).await?;
     socket
         .write_all(
-            format!("GET /api/events?after={after} HTTP/1.1\r\nHost: {address}\r\n\r\n").as_bytes(),
+            format!(
+                "GET /api/events?after={after} HTTP/1.1\r\nHost: {address}\r\n{}\r\n",
+                authorization()
+            )
+            .as_bytes(),
         )
         .await?;
     let mut buffer = vec![0u8; 16 * 1024];

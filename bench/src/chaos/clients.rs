@@ -69,7 +69,10 @@ async fn follow(address: &str, after: Option<&str>, last: Option<&str>, seen: &S
     let header = last
         .map(|id| format!("Last-Event-ID: {id}\r\n"))
         .unwrap_or_default();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\n{header}\r\n");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\n{}{header}\r\n",
+        crate::authorization()
+    );
     if socket.write_all(request.as_bytes()).await.is_err() {
         return;
     }

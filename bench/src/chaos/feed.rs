@@ -258,8 +258,9 @@ pub async fn postgres_restart(size: Size) -> Result<Outcome> {
     })
 }
 
-/// Latencies of signed callbacks (about job `job`) and page loads (`/` and `/api/jobs`) from
-/// four probes at once, while `busy` runs; and how many requests failed.
+/// Latencies of signed callbacks (about job `job`) and page loads (`/login` and `/api/jobs`)
+/// from four probes at once, while `busy` runs; and how many requests failed. (`/login` is the
+/// server-rendered page a token can load: pages take a session, and send a token to sign in.)
 async fn probe_during(
     address: &str,
     job: &str,
@@ -279,7 +280,7 @@ async fn probe_during(
                 Ok(200) => callbacks.push(started.elapsed()),
                 _ => errors += 1,
             }
-            for path in ["/", "/api/jobs"] {
+            for path in ["/login", "/api/jobs"] {
                 let started = Instant::now();
                 match super::dispatch::get_status(address, path).await {
                     Ok(200) => pages.push(started.elapsed()),
