@@ -12,6 +12,7 @@ mod health;
 mod helpers;
 mod ittybit;
 mod job_actions;
+mod job_actions_processor;
 mod jobs;
 mod metrics;
 mod openapi;

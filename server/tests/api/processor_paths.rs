@@ -104,7 +104,7 @@ pub(crate) fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
     script.to_string_lossy().into_owned()
 }
 
-fn running(pid: i32) -> bool {
+pub(crate) fn running(pid: i32) -> bool {
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = state
         .rsplit_once(')')

@@ -1,0 +1,127 @@
+//! Operators' actions reaching the built-in processor (issue 12): a cancelled job's ffmpeg is
+//! stopped within two seconds and its files removed; a deleted job's output goes too.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::{eventually, spawn_app_with};
+use crate::processor::media_server;
+use crate::processor_paths::{endless_ffmpeg, running, tool_dir};
+
+/// The files in `dir` (none when it does not exist).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn cancelling_a_running_job_stops_its_ffmpeg_within_two_seconds() {
+    let tools = tool_dir("cancel");
+    let pid_file = tools.join("pid");
+    let ffmpeg = endless_ffmpeg(&tools, &pid_file);
+    let app = spawn_app_with(&[
+        ("REELTIME_PROCESSOR", "on"),
+        ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+        ("REELTIME_PROCESSOR_WORKERS", "1"),
+        ("REELTIME_PROCESSOR_FFMPEG", &ffmpeg),
+    ])
+    .await;
+    let media = media_server().await;
+    let job = app
+        .create_job(
+            json!({"input_url": format!("{}/clip.mp4", media.uri()), "preset": "audio_mp3_192"}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let pid: i32 = eventually(Duration::from_secs(120), || async {
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|pid| pid.trim().parse().ok())
+            .ok_or_else(|| "ffmpeg has not started".to_owned())
+    })
+    .await;
+    let work = app.data_dir.join("processor").join("work");
+    assert_eq!(files_in(&work).len(), 1, "the attempt's directory");
+
+    let response = app
+        .client
+        .post(app.url(&format!("/api/jobs/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    let cancelled_at = Instant::now();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["job"]["status"], "cancelled");
+    assert_eq!(
+        body["note"],
+        Value::Null,
+        "the built-in processor was told: {body}"
+    );
+    eventually(Duration::from_secs(2), || async {
+        match running(pid) {
+            false => Ok(()),
+            true => Err(format!("ffmpeg ({pid}) still runs")),
+        }
+    })
+    .await;
+    assert!(cancelled_at.elapsed() <= Duration::from_secs(2));
+    eventually(Duration::from_secs(5), || async {
+        match files_in(&work).as_slice() {
+            [] => Ok(()),
+            left => Err(format!("left in the work directory: {left:?}")),
+        }
+    })
+    .await;
+    let task = body["job"]["task_id"].as_str().unwrap().to_owned();
+    let processor_job = server::processor::store::get(&app.pool, &task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(processor_job.status, "cancelled");
+    // Its final webhook (cancelled) and anything after change nothing on the dashboard.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let job = app.get_json(app.url(&format!("/api/jobs/{id}"))).await;
+    assert_eq!(job["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn deleting_a_finished_job_deletes_its_output() {
+    let app = spawn_app_with(&[
+        ("REELTIME_PROCESSOR", "on"),
+        ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+    ])
+    .await;
+    let media = media_server().await;
+    let job = app
+        .create_job(
+            json!({"input_url": format!("{}/clip.mp4", media.uri()), "preset": "audio_mp3_192"}),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = app.dashboard_wait(&id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let outputs = app.data_dir.join("processor").join("outputs");
+    assert_eq!(files_in(&outputs).len(), 1);
+
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        files_in(&outputs).is_empty(),
+        "the output went with the job"
+    );
+    let task = done["task_id"].as_str().unwrap();
+    assert!(server::processor::store::get(&app.pool, task)
+        .await
+        .unwrap()
+        .is_none());
+}
