@@ -97,6 +97,70 @@ fn ended(status: JobStatus) -> &'static str {
     }
 }
 
+/// One entry of a job's story (`job_events`): what happened, when, and who or what did it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JobEvent {
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub at: time::OffsetDateTime,
+    /// `created`, `status`, `progress`, `action` or `dispatch`.
+    pub kind: String,
+    /// A person's e-mail, or what acted ("a processor report", "the dispatcher").
+    pub actor: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub detail: serde_json::Value,
+}
+
+impl JobEvent {
+    /// The entry as a sentence: "Cancelled by ana@example.com", "Failed: the input URL was
+    /// not found (HTTP 404)", "50% done".
+    pub fn describe(&self) -> String {
+        let text = |key: &str| self.detail.get(key).and_then(|v| v.as_str());
+        match self.kind.as_str() {
+            "created" => match text("retry_of") {
+                Some(original) => format!("Created by {} as a retry of {original}", self.actor),
+                None => format!("Created by {}", self.actor),
+            },
+            "status" => {
+                let to = text("to").unwrap_or("changed");
+                let mut sentence = match to {
+                    "queued" => "Queued".to_owned(),
+                    "processing" => "Processing started".to_owned(),
+                    "succeeded" => "Succeeded".to_owned(),
+                    "failed" => "Failed".to_owned(),
+                    "cancelled" => format!("Cancelled by {}", self.actor),
+                    other => format!("Now {other}"),
+                };
+                if to != "cancelled" {
+                    sentence.push_str(&format!(" ({})", self.actor));
+                }
+                if let Some(error) = text("error") {
+                    sentence.push_str(&format!(": {error}"));
+                }
+                sentence
+            }
+            "progress" => format!(
+                "{}% done",
+                self.detail
+                    .get("progress")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(0)
+            ),
+            "action" => match (text("action"), text("retried_as")) {
+                (Some("retry"), Some(new)) => format!("Retried by {} as {new}", self.actor),
+                (Some(action), _) => format!("{action} by {}", self.actor),
+                _ => format!("Changed by {}", self.actor),
+            },
+            "dispatch" => match text("error") {
+                Some(error) => format!("Sending it failed: {error}"),
+                None => format!("Sent ({})", self.actor),
+            },
+            other => format!("{other} ({})", self.actor),
+        }
+    }
+}
+
 impl Preset {
     /// The preset whose kind and options these are, if any (a job stores its options, not the
     /// preset's name: one submitted through the API with the default preset matches it too).
@@ -145,6 +209,57 @@ mod tests {
             assert_eq!(action.as_str().parse::<JobAction>().unwrap(), action);
         }
         assert!("explode".parse::<JobAction>().is_err());
+    }
+
+    #[test]
+    fn story_entries_read_as_sentences() {
+        let event = |kind: &str, actor: &str, detail: serde_json::Value| JobEvent {
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            kind: kind.to_owned(),
+            actor: actor.to_owned(),
+            detail,
+        };
+        let cases = [
+            (
+                event("created", "ana@example.com", serde_json::json!({})),
+                "Created by ana@example.com",
+            ),
+            (
+                event(
+                    "status",
+                    "ana@example.com",
+                    serde_json::json!({"from": "queued", "to": "cancelled"}),
+                ),
+                "Cancelled by ana@example.com",
+            ),
+            (
+                event(
+                    "status",
+                    "a processor report",
+                    serde_json::json!({"to": "failed", "error": "HTTP 404"}),
+                ),
+                "Failed (a processor report): HTTP 404",
+            ),
+            (
+                event(
+                    "progress",
+                    "a processor report",
+                    serde_json::json!({"progress": 50}),
+                ),
+                "50% done",
+            ),
+            (
+                event(
+                    "action",
+                    "bo@example.com",
+                    serde_json::json!({"action": "retry", "retried_as": "x"}),
+                ),
+                "Retried by bo@example.com as x",
+            ),
+        ];
+        for (event, sentence) in cases {
+            assert_eq!(event.describe(), sentence);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use leptos::ev::SubmitEvent;
 use leptos::html;
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
-use leptos_router::hooks::use_query_map;
+use leptos_router::hooks::{use_location, use_query_map};
 use reeltime::{
     format_bytes, format_duration_ms, is_linkable, relative_time, shorten_middle, FieldErrors, Job,
     JobKind, JobStatus, JobSubmission, Preset,
@@ -12,7 +12,9 @@ use reeltime::{
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::api::{list_jobs, DashboardPage, SubmitJob, SubmitJobError};
+use crate::actions::{is_stalled, preset_label, ActionForms};
+use crate::api::{list_jobs, parse_filter, DashboardPage, SubmitJob, SubmitJobError};
+use crate::filters::{dashboard_href, filter_part, FilterBar};
 use crate::layout::{FlashMessage, SiteHeader};
 use crate::live::LiveState;
 use crate::session::use_session;
@@ -22,8 +24,18 @@ use crate::store::JobStore;
 pub fn Dashboard() -> impl IntoView {
     let query = use_query_map();
     let before = Memo::new(move |_| query.read().get("before"));
+    // The filter as the URL says it (the server reads it and names what is wrong with it).
+    let filter = Memo::new(move |_| query.with(filter_part));
     let submit = ServerAction::<SubmitJob>::new();
-    let page = Resource::new(move || before.get(), list_jobs);
+    let page = Resource::new(
+        move || (before.get(), filter.get()),
+        |(before, filter)| list_jobs(before, Some(filter)),
+    );
+    // Where an action's form comes back to: this very view.
+    let location = use_location();
+    let back =
+        Signal::derive(move || format!("{}{}", location.pathname.get(), location.search.get()));
+    let can_write = RwSignal::new(false);
     // The list on screen; set when the page loads, then kept current by live changes and by
     // the jobs this tab submits.
     let store = RwSignal::new(None::<JobStore>);
@@ -70,6 +82,7 @@ pub fn Dashboard() -> impl IntoView {
                 {move || Suspend::new(async move {
                     let info = session.await.unwrap_or_default();
                     csrf.set(info.csrf.clone());
+                    can_write.set(info.can_write());
                     let flash = info.flash.clone();
                     let form = info.can_write().then(|| view! { <SubmitForm submit csrf=info.csrf/> });
                     view! { <FlashMessage flash/>{form} }
@@ -80,12 +93,15 @@ pub fn Dashboard() -> impl IntoView {
                 <Transition fallback=|| view! { <p class="muted">"Loading jobs…"</p> }>
                     {move || Suspend::new(async move {
                         match page.await {
-                            Ok(DashboardPage { page, sample_url }) => {
+                            Ok(DashboardPage { page, sample_url, counts, stalled_after_secs }) => {
                                 let paged = before.get_untracked().is_some();
-                                let jobs = JobStore::new(&page, paged);
+                                let filter = parse_filter(&filter.get_untracked()).unwrap_or_default();
+                                let jobs = JobStore::new(&page, paged, filter.clone());
                                 store.set(Some(jobs));
+                                let rows = RowContext { now, csrf, can_write, back, stalled_after_secs };
                                 view! {
-                                    <JobTable store=jobs next_before=page.next_before now paged live submit sample_url csrf/>
+                                    <FilterBar filter=filter.clone() counts/>
+                                    <JobTable store=jobs next_before=page.next_before paged live submit sample_url filter rows/>
                                 }.into_any()
                             }
                             Err(err) => view! {
@@ -194,17 +210,29 @@ fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String) -> impl IntoView {
     }
 }
 
+/// What every row needs from the page.
+#[derive(Clone, Copy)]
+struct RowContext {
+    now: RwSignal<OffsetDateTime>,
+    csrf: RwSignal<String>,
+    can_write: RwSignal<bool>,
+    back: Signal<String>,
+    stalled_after_secs: u64,
+}
+
 #[component]
+#[allow(clippy::too_many_arguments)]
 fn JobTable(
     store: JobStore,
     next_before: Option<String>,
-    now: RwSignal<OffsetDateTime>,
     paged: bool,
     live: RwSignal<LiveState>,
     submit: ServerAction<SubmitJob>,
     sample_url: Option<String>,
-    csrf: RwSignal<String>,
+    filter: reeltime::JobFilter,
+    rows: RowContext,
 ) -> impl IntoView {
+    let csrf = rows.csrf;
     // In the browser: follow the change feed from the position the page was read at.
     #[cfg(feature = "hydrate")]
     {
@@ -216,11 +244,16 @@ fn JobTable(
     let _ = live;
 
     let older = next_before.map(|cursor| {
-        view! { <a class="older" rel="next" href=format!("/?before={cursor}")>"Older jobs →"</a> }
+        let href = dashboard_href(&filter, &format!("before={cursor}"));
+        view! { <a class="older" rel="next" href=href>"Older jobs →"</a> }
     });
-    let newest = paged.then(|| view! { <a class="newest" href="/">"← Newest jobs"</a> });
+    let newest = paged.then(|| {
+        view! { <a class="newest" href=dashboard_href(&filter, "")>"← Newest jobs"</a> }
+    });
     let empty_message = if paged {
         "No older jobs."
+    } else if !filter.is_empty() {
+        "No jobs match these filters."
     } else {
         "No jobs yet. Paste the URL of a video above and press Process."
     };
@@ -261,11 +294,12 @@ fn JobTable(
                     <th scope="col">"Status"</th>
                     <th scope="col">"Created"</th>
                     <th scope="col">"Output"</th>
+                    <th scope="col"><span class="visually-hidden">"Actions"</span></th>
                 </tr>
             </thead>
             <tbody>
                 <For each=move || store.rows() key=|(id, _)| *id let((_, job))>
-                    <JobRow job now/>
+                    <JobRow job rows/>
                 </For>
             </tbody>
         </table>
@@ -274,7 +308,14 @@ fn JobTable(
 }
 
 #[component]
-fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
+fn JobRow(job: RwSignal<Job>, rows: RowContext) -> impl IntoView {
+    let RowContext {
+        now,
+        csrf,
+        can_write,
+        back,
+        stalled_after_secs,
+    } = rows;
     let (id, input_url, created) =
         job.with_untracked(|j| (j.id, j.input_url.clone(), j.created_at));
     let status = move || job.with(|j| j.status.as_str());
@@ -293,14 +334,24 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
     // Only what the output cell shows, so progress updates do not rebuild a player.
     let output = Memo::new(move |_| job.with(OutputView::of));
     let error = move || job.with(|j| j.error.clone());
+    let preset = job.with_untracked(preset_label);
+    let stalled = move || job.with(|j| is_stalled(j, now.get(), stalled_after_secs));
     view! {
         <tr class="job" data-job-id=id.to_string() data-status=status>
             <td class="job-input">
                 {input}
+                <p class="job-preset">{preset}</p>
                 <p class="job-error" hidden=move || error().is_none()>{error}</p>
             </td>
-            <td>
+            <td class="job-status">
                 <span class=move || format!("badge badge-{}", status())>{status}</span>
+                <span
+                    class="badge badge-stalled"
+                    hidden=move || !stalled()
+                    title=format!("No news from the processor for over {} minutes", stalled_after_secs / 60)
+                >
+                    "stalled"
+                </span>
                 <progress
                     class="job-progress"
                     max="100"
@@ -321,13 +372,19 @@ fn JobRow(job: RwSignal<Job>, now: RwSignal<OffsetDateTime>) -> impl IntoView {
                     None => view! { <span class="muted">"—"</span> }.into_any(),
                 }}
             </td>
+            <td class="job-controls">
+                <a class="job-details" href=format!("/jobs/{id}")>"Details"</a>
+                <Show when=move || can_write.get()>
+                    <ActionForms job csrf back/>
+                </Show>
+            </td>
         </tr>
     }
 }
 
 /// A finished job's output as the row shows it.
 #[derive(Clone, Debug, PartialEq)]
-struct OutputView {
+pub(crate) struct OutputView {
     url: String,
     kind: JobKind,
     facts: Vec<String>,
@@ -335,7 +392,7 @@ struct OutputView {
 
 impl OutputView {
     /// The output of a succeeded job with a linkable URL.
-    fn of(job: &Job) -> Option<OutputView> {
+    pub(crate) fn of(job: &Job) -> Option<OutputView> {
         let url = job
             .output_url
             .clone()
@@ -360,7 +417,7 @@ impl OutputView {
         })
     }
 
-    fn view(self) -> impl IntoView {
+    pub(crate) fn view(self) -> impl IntoView {
         let OutputView { url, kind, facts } = self;
         let preview = match kind {
             JobKind::Video | JobKind::AdaptiveVideo => view! {

@@ -4,11 +4,14 @@
 //! and with `hydrate` into the browser bundle.
 
 pub mod account;
+mod actions;
 pub mod admin;
 pub mod api;
-mod dashboard;
+pub(crate) mod dashboard;
 #[cfg(feature = "ssr")]
 pub mod db;
+mod filters;
+mod job_page;
 mod layout;
 mod live;
 pub mod session;
@@ -17,7 +20,7 @@ mod store;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::{SsrMode, StaticSegment};
+use leptos_router::{ParamSegment, SsrMode, StaticSegment};
 
 pub use dashboard::Dashboard;
 
@@ -58,6 +61,7 @@ pub fn App() -> impl IntoView {
                 <Route path=StaticSegment("login") view=account::LoginPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("setup") view=account::SetupPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("stats") view=stats::StatsPage ssr=SsrMode::Async/>
+                <Route path=(StaticSegment("jobs"), ParamSegment("id")) view=job_page::JobPage ssr=SsrMode::Async/>
                 <Route path=StaticSegment("account") view=account::AccountPage ssr=SsrMode::Async/>
                 <Route path=(StaticSegment("admin"), StaticSegment("users")) view=admin::UsersPage ssr=SsrMode::Async/>
             </Routes>

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use leptos::prelude::*;
-use reeltime::{ChangeOp, ChangePosition, Job, JobId, JobPage};
+use reeltime::{ChangeOp, ChangePosition, Job, JobFilter, JobId, JobPage};
 
 #[derive(Clone, Copy)]
 // Live changes are applied in the browser only.
@@ -17,11 +17,17 @@ pub struct JobStore {
     deleted: StoredValue<HashSet<JobId>>,
     /// Showing an older page: new jobs belong on the first page, not here.
     paged: bool,
+    /// Which jobs the view shows: a change that enters the filter is shown, one that leaves
+    /// it is removed (the same predicate as the server's SQL).
+    filter: StoredValue<JobFilter>,
+    /// A job's page: only this job.
+    only: Option<JobId>,
 }
 
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
 impl JobStore {
-    pub fn new(page: &JobPage, paged: bool) -> JobStore {
+    /// The dashboard's list: `page`, read with `filter`.
+    pub fn new(page: &JobPage, paged: bool, filter: JobFilter) -> JobStore {
         JobStore {
             rows: RwSignal::new(
                 page.jobs
@@ -32,7 +38,27 @@ impl JobStore {
             position: StoredValue::new(page.position),
             deleted: StoredValue::new(HashSet::new()),
             paged,
+            filter: StoredValue::new(filter),
+            only: None,
         }
+    }
+
+    /// A job's page: that job alone, followed from `position`.
+    pub fn single(job: &Job, position: Option<ChangePosition>) -> JobStore {
+        JobStore {
+            rows: RwSignal::new(vec![(job.id, RwSignal::new(job.clone()))]),
+            position: StoredValue::new(position),
+            deleted: StoredValue::new(HashSet::new()),
+            paged: false,
+            filter: StoredValue::new(JobFilter::default()),
+            only: Some(job.id),
+        }
+    }
+
+    /// The row of job `id`, if shown.
+    pub fn row(&self, id: JobId) -> Option<RwSignal<Job>> {
+        self.rows
+            .with(|rows| rows.iter().find(|(row, _)| *row == id).map(|(_, job)| *job))
     }
 
     pub fn rows(&self) -> Vec<(JobId, RwSignal<Job>)> {
@@ -72,7 +98,15 @@ impl JobStore {
 
     /// A job known to be current (just submitted, say): shown or refreshed, never made older.
     pub fn upsert(&self, job: Job) {
-        if self.deleted.with_value(|d| d.contains(&job.id)) {
+        if self.deleted.with_value(|d| d.contains(&job.id))
+            || self.only.is_some_and(|only| only != job.id)
+        {
+            return;
+        }
+        if !self.filter.with_value(|filter| filter.matches(&job)) {
+            // It left the view (or never was in it); a newer version may bring it back.
+            self.rows
+                .update(|rows| rows.retain(|(id, _)| *id != job.id));
             return;
         }
         let existing = self
@@ -104,9 +138,21 @@ impl JobStore {
             return;
         }
         self.deleted.update_value(HashSet::clear);
+        let shown = |job: &Job| {
+            self.only.is_none_or(|only| only == job.id)
+                && self.filter.with_value(|filter| filter.matches(job))
+        };
+        if self.only.is_some() {
+            // A job's page keeps its row: the reset's page may not hold an older job.
+            for job in page.jobs.into_iter().filter(shown) {
+                self.upsert(job);
+            }
+            return;
+        }
         self.rows.set(
             page.jobs
                 .into_iter()
+                .filter(shown)
                 .map(|job| (job.id, RwSignal::new(job)))
                 .collect(),
         );
@@ -174,7 +220,11 @@ mod tests {
     #[test]
     fn changes_apply_in_order_and_new_jobs_go_on_top() {
         with_owner(|| {
-            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            let store = JobStore::new(
+                &page(vec![job(1, 10, JobStatus::Pending)], 100),
+                false,
+                JobFilter::default(),
+            );
             assert!(store.apply(ChangeOp::Insert, job(2, 11, JobStatus::Pending), at(101)));
             assert!(store.apply(ChangeOp::Update, job(1, 12, JobStatus::Queued), at(102)));
             assert_eq!(
@@ -188,7 +238,11 @@ mod tests {
     #[test]
     fn a_repeated_or_earlier_position_is_ignored() {
         with_owner(|| {
-            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            let store = JobStore::new(
+                &page(vec![job(1, 10, JobStatus::Pending)], 100),
+                false,
+                JobFilter::default(),
+            );
             assert!(store.apply(ChangeOp::Update, job(1, 12, JobStatus::Queued), at(102)));
             assert!(!store.apply(ChangeOp::Update, job(1, 13, JobStatus::Failed), at(102)));
             assert!(!store.apply(ChangeOp::Update, job(1, 13, JobStatus::Failed), at(101)));
@@ -199,7 +253,11 @@ mod tests {
     #[test]
     fn an_older_version_of_a_row_is_ignored() {
         with_owner(|| {
-            let store = JobStore::new(&page(vec![job(1, 20, JobStatus::Processing)], 100), false);
+            let store = JobStore::new(
+                &page(vec![job(1, 20, JobStatus::Processing)], 100),
+                false,
+                JobFilter::default(),
+            );
             // Delivered later (a later transaction) but written earlier: an older copy.
             assert!(store.apply(ChangeOp::Update, job(1, 15, JobStatus::Queued), at(101)));
             assert_eq!(shown(&store), [(1, 20, JobStatus::Processing)]);
@@ -213,7 +271,11 @@ mod tests {
     #[test]
     fn an_insert_or_update_after_a_delete_does_not_revive_the_job() {
         with_owner(|| {
-            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            let store = JobStore::new(
+                &page(vec![job(1, 10, JobStatus::Pending)], 100),
+                false,
+                JobFilter::default(),
+            );
             assert!(store.apply(ChangeOp::Delete, job(1, 10, JobStatus::Pending), at(101)));
             assert!(store.is_empty());
             store.apply(ChangeOp::Insert, job(1, 11, JobStatus::Pending), at(102));
@@ -226,7 +288,11 @@ mod tests {
     #[test]
     fn a_reset_replaces_the_list_and_forgets_remembered_deletes() {
         with_owner(|| {
-            let store = JobStore::new(&page(vec![job(1, 10, JobStatus::Pending)], 100), false);
+            let store = JobStore::new(
+                &page(vec![job(1, 10, JobStatus::Pending)], 100),
+                false,
+                JobFilter::default(),
+            );
             store.apply(ChangeOp::Delete, job(1, 10, JobStatus::Pending), at(101));
             store.reset(page(
                 vec![
@@ -251,7 +317,7 @@ mod tests {
     fn an_older_page_gains_no_new_rows_but_keeps_its_own_current() {
         with_owner(|| {
             let older = page(vec![job(1, 10, JobStatus::Queued)], 100);
-            let store = JobStore::new(&older, true);
+            let store = JobStore::new(&older, true, JobFilter::default());
             assert!(store.apply(ChangeOp::Insert, job(9, 90, JobStatus::Pending), at(101)));
             assert!(store.apply(ChangeOp::Update, job(1, 11, JobStatus::Succeeded), at(102)));
             assert_eq!(shown(&store), [(1, 11, JobStatus::Succeeded)]);
@@ -264,6 +330,64 @@ mod tests {
                 200,
             ));
             assert_eq!(shown(&store), [(1, 12, JobStatus::Succeeded)]);
+        });
+    }
+
+    #[test]
+    fn a_change_that_enters_the_filter_appears_and_one_that_leaves_it_goes() {
+        with_owner(|| {
+            let failed = JobFilter {
+                status: Some(JobStatus::Failed),
+                ..JobFilter::default()
+            };
+            let store = JobStore::new(
+                &page(vec![job(1, 10, JobStatus::Failed)], 100),
+                false,
+                failed,
+            );
+            assert!(store.apply(ChangeOp::Insert, job(2, 11, JobStatus::Pending), at(101)));
+            assert_eq!(
+                shown(&store),
+                [(1, 10, JobStatus::Failed)],
+                "a pending job stays out"
+            );
+            assert!(store.apply(ChangeOp::Update, job(2, 12, JobStatus::Failed), at(102)));
+            assert_eq!(
+                shown(&store),
+                [(2, 12, JobStatus::Failed), (1, 10, JobStatus::Failed)],
+                "it failed: it enters"
+            );
+            // Retried elsewhere and deleted, say: an update that leaves the filter removes it.
+            let mut moved = job(1, 13, JobStatus::Failed);
+            moved.status = JobStatus::Cancelled;
+            assert!(store.apply(ChangeOp::Update, moved, at(103)));
+            assert_eq!(shown(&store), [(2, 12, JobStatus::Failed)]);
+            store.reset(page(
+                vec![job(3, 30, JobStatus::Queued), job(2, 31, JobStatus::Failed)],
+                200,
+            ));
+            assert_eq!(
+                shown(&store),
+                [(2, 31, JobStatus::Failed)],
+                "a reset is filtered too"
+            );
+        });
+    }
+
+    #[test]
+    fn a_jobs_page_follows_that_job_only() {
+        with_owner(|| {
+            let store = JobStore::single(&job(5, 50, JobStatus::Processing), Some(at(100)));
+            assert!(store.apply(ChangeOp::Insert, job(6, 51, JobStatus::Pending), at(101)));
+            assert!(store.apply(ChangeOp::Update, job(5, 52, JobStatus::Succeeded), at(102)));
+            assert_eq!(shown(&store), [(5, 52, JobStatus::Succeeded)]);
+            store.reset(page(vec![job(6, 60, JobStatus::Queued)], 200));
+            assert_eq!(
+                shown(&store),
+                [(5, 52, JobStatus::Succeeded)],
+                "kept through a reset"
+            );
+            assert!(store.row(reeltime::JobId(Uuid::from_u128(5))).is_some());
         });
     }
 }

@@ -139,6 +139,7 @@ impl Application {
                 .unwrap_or(time::Duration::WEEK),
             trusted_proxies: settings.trusted_proxies.clone(),
             remote: None,
+            stalled_after: settings.ittybit.reconcile_after,
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {

@@ -3,7 +3,7 @@
 //! `reeltime::JobAction::allows`. A job's story (`job_events`) gets the action in the same
 //! transaction.
 
-use reeltime::{Job, JobAction, JobFilter, JobId, JobStatus};
+use reeltime::{Job, JobAction, JobEvent, JobFilter, JobId, JobStatus};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -298,16 +298,6 @@ pub async fn retries_of(pool: &PgPool, id: JobId) -> Result<Vec<JobId>, sqlx::Er
     )
     .fetch_all(pool)
     .await
-}
-
-/// One entry of a job's story.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct JobEvent {
-    #[serde(with = "time::serde::rfc3339")]
-    pub at: time::OffsetDateTime,
-    pub kind: String,
-    pub actor: String,
-    pub detail: serde_json::Value,
 }
 
 /// Job `id`'s story, oldest first.

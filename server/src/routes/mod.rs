@@ -67,6 +67,9 @@ pub struct AppState {
     /// The service jobs go to, for what an operator's actions must tell it (cancels and
     /// deletes); `None` when jobs go nowhere.
     pub remote: Option<Remote>,
+    /// A processing job with no news for this long is shown as stalled (the reconciler's
+    /// quiet period, after which it reads the job back).
+    pub stalled_after: std::time::Duration,
 }
 
 /// The service jobs go to, as operators' actions reach it.
@@ -92,8 +95,10 @@ pub fn router(state: AppState) -> Router {
     });
     // What the server functions and the pages take from context; and each page's nonce, which
     // the hydration scripts carry and the page's Content-Security-Policy names.
+    let stalled_after = app::api::StalledAfter(state.stalled_after);
     let context = move || {
         provide_context(pool.clone());
+        provide_context(stalled_after);
         if let Some(offer) = &offer {
             provide_context(offer.clone());
         }

@@ -13,6 +13,7 @@ mod helpers;
 mod ittybit;
 mod job_actions;
 mod job_actions_processor;
+mod job_pages;
 mod jobs;
 mod metrics;
 mod openapi;
