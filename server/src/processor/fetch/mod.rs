@@ -122,8 +122,9 @@ pub enum FetchError {
     /// Connecting or downloading took too long.
     #[error("the input took too long to download (the connection or the transfer timed out)")]
     Timeout,
-    /// Any other failure to reach the server or read its answer.
-    #[error("the input could not be downloaded: {0}")]
+    /// Any other failure to reach the server or read its answer, in plain words (the
+    /// technical detail, hyper's and the resolver's messages, goes to the log).
+    #[error("{0}")]
     Network(String),
     /// The local file could not be written.
     #[error("the downloaded input could not be saved to a local file: {0}")]
@@ -165,7 +166,38 @@ impl FetchError {
         if err.is_timeout() {
             return FetchError::Timeout;
         }
-        FetchError::Network(error_chain(&err.without_url()))
+        let detail = error_chain(&err.without_url());
+        tracing::info!(%detail, "downloading an input failed");
+        FetchError::Network(plain_network_reason(&detail).to_owned())
+    }
+}
+
+/// What a network failure means for the person who submitted the job, from the technical
+/// chain of messages ("error sending request: client error (Connect): dns error: …").
+fn plain_network_reason(detail: &str) -> &'static str {
+    let detail = detail.to_ascii_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|needle| detail.contains(needle));
+    if has(&[
+        "dns error",
+        "failed to lookup address",
+        "name or service not known",
+    ]) {
+        "the input URL's host could not be found: check the address"
+    } else if has(&["connection refused"]) {
+        "the input URL's server refused the connection"
+    } else if has(&["certificate", "tls", "ssl"]) {
+        "the input URL's server has an invalid or untrusted HTTPS certificate"
+    } else if has(&[
+        "connection reset",
+        "connection closed",
+        "unexpected eof",
+        "incomplete",
+    ]) {
+        "the input URL's server closed the connection before the whole file arrived"
+    } else if has(&["network is unreachable", "no route to host"]) {
+        "the input URL's server cannot be reached from here"
+    } else {
+        "the input could not be downloaded because of a network error; try again later"
     }
 }
 

@@ -404,10 +404,7 @@ async fn download_reports_network_failures_without_the_url() {
     assert!(matches!(err, FetchError::Network(_)), "{err:?}");
     assert!(err.is_retryable());
     let text = err.to_string();
-    assert!(
-        text.starts_with("the input could not be downloaded: "),
-        "{text}"
-    );
+    assert_eq!(text, "the input URL's server refused the connection");
     assert!(
         !text.contains("clip.mp4") && !text.contains("sig="),
         "{text}"
@@ -474,4 +471,30 @@ async fn download_fetches_trusted_prefixes_without_following_redirects() {
         .await
         .unwrap_err();
     assert!(matches!(err, FetchError::Refused { .. }), "{err:?}");
+}
+
+#[test]
+fn network_failures_read_in_plain_words() {
+    let cases = [
+        (
+            "error sending request: client error (Connect): dns error: failed to lookup address information: Name or service not known",
+            "the input URL's host could not be found: check the address",
+        ),
+        (
+            "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)",
+            "the input URL's server refused the connection",
+        ),
+        (
+            "error sending request: client error (Connect): invalid peer certificate: UnknownIssuer",
+            "the input URL's server has an invalid or untrusted HTTPS certificate",
+        ),
+        (
+            "error decoding response body: connection closed before message completed",
+            "the input URL's server closed the connection before the whole file arrived",
+        ),
+        ("something new", "the input could not be downloaded because of a network error; try again later"),
+    ];
+    for (detail, plain) in cases {
+        assert_eq!(plain_network_reason(detail), plain, "{detail}");
+    }
 }
