@@ -12,7 +12,7 @@ use reeltime::{
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::actions::{is_stalled, preset_label, ActionForms};
+use crate::actions::{is_stalled, preset_label, ActionForms, BulkBar, Selection};
 use crate::api::{list_jobs, parse_filter, DashboardPage, SubmitJob, SubmitJobError};
 use crate::filters::{dashboard_href, filter_part, FilterBar};
 use crate::layout::{FlashMessage, SiteHeader};
@@ -98,9 +98,18 @@ pub fn Dashboard() -> impl IntoView {
                                 let filter = parse_filter(&filter.get_untracked()).unwrap_or_default();
                                 let jobs = JobStore::new(&page, paged, filter.clone());
                                 store.set(Some(jobs));
-                                let rows = RowContext { now, csrf, can_write, back, stalled_after_secs };
+                                let selection = Selection::new();
+                                let rows = RowContext { now, csrf, can_write, back, stalled_after_secs, selection, store: jobs };
+                                let matching = match filter.status {
+                                    Some(status) => counts.iter().filter(|(s, _)| *s == status).map(|(_, n)| *n).sum(),
+                                    None => counts.iter().map(|(_, n)| *n).sum::<i64>(),
+                                };
+                                let bulk_filter = filter.clone();
                                 view! {
                                     <FilterBar filter=filter.clone() counts/>
+                                    <Show when=move || can_write.get()>
+                                        <BulkBar filter=bulk_filter.clone() matching selection csrf back/>
+                                    </Show>
                                     <JobTable store=jobs next_before=page.next_before paged live submit sample_url filter rows/>
                                 }.into_any()
                             }
@@ -218,6 +227,8 @@ struct RowContext {
     can_write: RwSignal<bool>,
     back: Signal<String>,
     stalled_after_secs: u64,
+    selection: Selection,
+    store: JobStore,
 }
 
 #[component]
@@ -290,6 +301,9 @@ fn JobTable(
         <table class="job-table" hidden=move || store.is_empty()>
             <thead>
                 <tr>
+                    <th scope="col" class="select-column" hidden=move || !rows.can_write.get()>
+                        <span class="visually-hidden">"Select"</span>
+                    </th>
                     <th scope="col">"Input"</th>
                     <th scope="col">"Status"</th>
                     <th scope="col">"Created"</th>
@@ -315,6 +329,8 @@ fn JobRow(job: RwSignal<Job>, rows: RowContext) -> impl IntoView {
         can_write,
         back,
         stalled_after_secs,
+        selection,
+        store,
     } = rows;
     let (id, input_url, created) =
         job.with_untracked(|j| (j.id, j.input_url.clone(), j.created_at));
@@ -338,6 +354,17 @@ fn JobRow(job: RwSignal<Job>, rows: RowContext) -> impl IntoView {
     let stalled = move || job.with(|j| is_stalled(j, now.get(), stalled_after_secs));
     view! {
         <tr class="job" data-job-id=id.to_string() data-status=status>
+            <td class="job-select" hidden=move || !can_write.get()>
+                <input
+                    type="checkbox"
+                    name="ids"
+                    value=id.to_string()
+                    form="bulk"
+                    aria-label="Select this job"
+                    prop:checked=move || selection.ids.with(|ids| ids.contains(&id))
+                    on:click=move |ev| selection.toggle(id, ev.shift_key(), &store)
+                />
+            </td>
             <td class="job-input">
                 {input}
                 <p class="job-preset">{preset}</p>

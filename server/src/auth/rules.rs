@@ -84,6 +84,7 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("POST", "/api/jobs/bulk", Api(Operator)),
     ("GET", "/api/jobs/counts", Api(Viewer)),
     ("POST", "/jobs/{id}/{action}", Form(Operator)),
+    ("POST", "/jobs/bulk", Form(Operator)),
     ("GET", "/api/jobs/{id}/output-link", Api(Viewer)),
     ("GET", "/api/events", Api(Viewer)),
     // Machines.

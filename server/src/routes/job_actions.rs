@@ -6,8 +6,8 @@
 //!   {"status": "failed", …}}`: one statement per action, answered with how many jobs it
 //!   changed; 422 for a bad filter.
 //! - `GET /api/jobs/counts?<filter>`: how many jobs of each status the filter lets through.
-//! - `POST /jobs/{id}/cancel|retry|delete`: the same from a form without JavaScript; a redirect
-//!   (303) back with a message.
+//! - `POST /jobs/{id}/cancel|retry|delete` and `POST /jobs/bulk`: the same from the dashboard's
+//!   forms, without JavaScript; a redirect (303) back with a message.
 //!
 //! The dashboard's table is the truth: the action is applied there first (and every tab sees
 //! it through the change feed), then the service's side is told. The built-in processor stops
@@ -45,6 +45,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/jobs/bulk", post(bulk))
         .route("/api/jobs/counts", get(counts))
         .route("/jobs/{id}/{action}", post(form_action))
+        .route("/jobs/bulk", post(form_bulk))
 }
 
 /// An action's answer: the job as it is now (the new job for a retry, the deleted row for a
@@ -339,5 +340,86 @@ async fn form_action(
             )
             .await
         }
+    }
+}
+
+/// `POST /jobs/bulk` from the dashboard's bulk bar: `action`, `scope` (`selected`: the ticked
+/// `ids`; `all`: every job the filter fields let through), `back`; then back with the count.
+async fn form_bulk(
+    State(state): State<AppState>,
+    Extension(user): Extension<CurrentUser>,
+    session: Session,
+    body: axum::body::Bytes,
+) -> Answer {
+    let fields: Vec<(String, String)> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    };
+    let to = local(field("back").unwrap_or("/")).to_owned();
+    let Some(action) = field("action").and_then(|a| a.parse::<JobAction>().ok()) else {
+        return back(&session, &to, false, "Choose an action.").await;
+    };
+    let target = if field("scope") == Some("all") {
+        match JobFilter::from_pairs(fields.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(filter) => Target::Filter(filter),
+            Err(err) => {
+                return back(
+                    &session,
+                    &to,
+                    false,
+                    format!("That filter is not valid: {err}."),
+                )
+                .await
+            }
+        }
+    } else {
+        let ids: Vec<JobId> = fields
+            .iter()
+            .filter(|(key, _)| key == "ids")
+            .filter_map(|(_, id)| id.parse().ok())
+            .take(MAX_BULK_IDS)
+            .collect();
+        if ids.is_empty() {
+            return back(&session, &to, false, "Tick the jobs to apply it to first.").await;
+        }
+        Target::Ids(ids)
+    };
+    let touched = match operate::bulk(&state.pool, action, &target, &actor(&user)).await {
+        Ok(touched) => touched,
+        Err(err) => {
+            tracing::error!(error = %err, "a bulk action failed");
+            return back(
+                &session,
+                &to,
+                false,
+                "Something went wrong on our side; try again.",
+            )
+            .await;
+        }
+    };
+    let note = tell_service_all(&state, action, &touched).await;
+    let done = match (action, touched.len()) {
+        (_, 0) => format!(
+            "No job could be {}: their status does not allow it.",
+            past(action)
+        ),
+        (_, 1) => format!("1 job {}.", past(action)),
+        (_, n) => format!("{n} jobs {}.", past(action)),
+    };
+    let text = match note {
+        Some(note) => format!("{done} {note}"),
+        None => done,
+    };
+    back(&session, &to, !touched.is_empty(), text).await
+}
+
+fn past(action: JobAction) -> &'static str {
+    match action {
+        JobAction::Cancel => "cancelled",
+        JobAction::Retry => "retried",
+        JobAction::Delete => "deleted",
     }
 }

@@ -145,6 +145,7 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
         "/api/jobs/counts",
         "U A A A A A U U",
     ),
+    ("POST", "/jobs/bulk", "/jobs/bulk", "L F A A L L L L"),
     (
         "POST",
         "/jobs/{id}/{action}",

@@ -404,3 +404,50 @@ async fn forms_act_without_javascript_and_come_back_with_a_message() {
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], format!("/jobs/{id}"));
 }
+
+#[tokio::test]
+async fn the_bulk_bar_works_without_javascript() {
+    let app = spawn_app().await;
+    app.insert_jobs(4, "pending", "form").await;
+    let (_, page) = app.call("GET", "/api/jobs?limit=2", None).await;
+    let ids: Vec<String> = page["jobs"].as_array().unwrap().iter().map(id_of).collect();
+    let post = |fields: Vec<(&'static str, String)>| {
+        let app = &app;
+        async move {
+            let mut fields = fields;
+            fields.push(("csrf", app.csrf.clone()));
+            let response = app
+                .client
+                .post(app.url("/jobs/bulk"))
+                .header("accept", "text/html")
+                .form(&fields)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 303);
+            response.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let to = post(vec![
+        ("action", "cancel".into()),
+        ("scope", "selected".into()),
+        ("ids", ids[0].clone()),
+        ("ids", ids[1].clone()),
+        ("back", "/?status=pending".into()),
+    ])
+    .await;
+    assert_eq!(to, "/?status=pending");
+    let (_, counts) = app.call("GET", "/api/jobs/counts", None).await;
+    assert_eq!(
+        (counts["cancelled"].as_i64(), counts["pending"].as_i64()),
+        (Some(2), Some(2))
+    );
+    post(vec![
+        ("action", "cancel".into()),
+        ("scope", "all".into()),
+        ("status", "pending".into()),
+    ])
+    .await;
+    let (_, counts) = app.call("GET", "/api/jobs/counts", None).await;
+    assert_eq!(counts["cancelled"], 4, "every job the filter let through");
+}
