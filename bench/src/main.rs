@@ -20,6 +20,9 @@
 //! The database is `DATABASE_URL` (an admin URL; a fresh database is made on it) or
 //! postgres://postgres@127.0.0.1:5432/postgres.
 //!
+//! `cargo run --release -p bench -- operate [--jobs N] [--samples N]` measures filtered pages
+//! and bulk actions on a generated table (issue 12; see `operate.rs`).
+//!
 //! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
 //! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
 //!
@@ -46,6 +49,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 mod chaos;
+mod operate;
 mod processor;
 mod sse;
 
@@ -75,11 +79,13 @@ async fn main() -> Result<()> {
             processor::processor(flag("--rounds", 5).max(1), poll).await
         }
         Some("chaos") => chaos::chaos(&args[1..]).await,
+        Some("operate") => operate::operate(flag("--jobs", 100_000), flag("--samples", 100)).await,
         _ => {
             eprintln!(
                 "usage: cargo run --release -p bench -- sse [--max-clients N]\n       \
                  cargo run --release -p bench -- processor [--rounds N] [--poll-ms N]\n       \
-                 cargo run --release -p bench -- chaos [--full] [--only NAME]"
+                 cargo run --release -p bench -- chaos [--full] [--only NAME]\n       \
+                 cargo run --release -p bench -- operate [--jobs N] [--samples N]"
             );
             std::process::exit(2);
         }
