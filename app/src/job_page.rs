@@ -102,9 +102,9 @@ fn JobFileView(
         let connection = crate::live::connect(store, live);
         let connection = send_wrapper::SendWrapper::new(connection);
         on_cleanup(move || drop(connection));
-        // The story is read again whenever the job changes.
-        let version = Memo::new(move |_| row.with(|j| j.version));
-        Effect::new(move |seen: Option<i64>| {
+        // The story is read again whenever the job, or a job retrying it, changes.
+        let version = Memo::new(move |_| (row.with(|j| j.version), store.related()));
+        Effect::new(move |seen: Option<(i64, u64)>| {
             let current = version.get();
             if seen.is_some_and(|seen| seen != current) {
                 leptos::task::spawn_local(async move {

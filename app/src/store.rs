@@ -22,6 +22,9 @@ pub struct JobStore {
     filter: StoredValue<JobFilter>,
     /// A job's page: only this job.
     only: Option<JobId>,
+    /// On a job's page: how many changes arrived for jobs that retry it (the page reads its
+    /// story again on each).
+    related: RwSignal<u64>,
 }
 
 #[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
@@ -40,6 +43,7 @@ impl JobStore {
             paged,
             filter: StoredValue::new(filter),
             only: None,
+            related: RwSignal::new(0),
         }
     }
 
@@ -52,7 +56,13 @@ impl JobStore {
             paged: false,
             filter: StoredValue::new(JobFilter::default()),
             only: Some(job.id),
+            related: RwSignal::new(0),
         }
+    }
+
+    /// On a job's page: a count that grows with every change to a job retrying it.
+    pub fn related(&self) -> u64 {
+        self.related.get()
     }
 
     /// The row of job `id`, if shown.
@@ -98,9 +108,13 @@ impl JobStore {
 
     /// A job known to be current (just submitted, say): shown or refreshed, never made older.
     pub fn upsert(&self, job: Job) {
-        if self.deleted.with_value(|d| d.contains(&job.id))
-            || self.only.is_some_and(|only| only != job.id)
-        {
+        if let Some(only) = self.only.filter(|only| *only != job.id) {
+            if job.retry_of == Some(only) {
+                self.related.update(|n| *n += 1);
+            }
+            return;
+        }
+        if self.deleted.with_value(|d| d.contains(&job.id)) {
             return;
         }
         if !self.filter.with_value(|filter| filter.matches(&job)) {
