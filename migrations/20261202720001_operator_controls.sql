@@ -29,8 +29,8 @@ create table if not exists job_events (
 create index if not exists job_events_job_idx on job_events (job_id, id);
 
 -- Who is writing: a writer may say (`set_config('reeltime.actor', …, true)`, local to its
--- transaction); otherwise the submitting account for inserts, and 'a processor report' for
--- updates (reports are the only other writer of a job's status and progress).
+-- transaction: reports name their service, actions the person); otherwise the submitting
+-- account for inserts, and 'a direct database write' for updates (psql, Supabase Studio).
 create or replace function reeltime_actor(fallback text) returns text
 language sql stable as $$
     select coalesce(nullif(current_setting('reeltime.actor', true), ''), fallback)
@@ -50,7 +50,7 @@ begin
     end if;
     if new.status is distinct from old.status then
         insert into job_events (job_id, kind, actor, detail)
-        values (new.id, 'status', reeltime_actor('a processor report'),
+        values (new.id, 'status', reeltime_actor('a direct database write'),
                 jsonb_strip_nulls(jsonb_build_object('from', old.status, 'to', new.status,
                     'error', case when new.status = 'failed' then new.error end,
                     'task_id', new.task_id)));
@@ -59,7 +59,7 @@ begin
     if coalesce(new.progress, 0) / 25 > coalesce(old.progress, 0) / 25
        and new.status = 'processing' then
         insert into job_events (job_id, kind, actor, detail)
-        values (new.id, 'progress', reeltime_actor('a processor report'),
+        values (new.id, 'progress', reeltime_actor('a direct database write'),
                 jsonb_build_object('progress', (new.progress / 25) * 25));
     end if;
     return null;

@@ -106,7 +106,7 @@ pub struct JobEvent {
     pub at: time::OffsetDateTime,
     /// `created`, `status`, `progress`, `action` or `dispatch`.
     pub kind: String,
-    /// A person's e-mail, or what acted ("a processor report", "the dispatcher").
+    /// A person's e-mail, or what acted ("Ittybit", "The built-in processor", "the dispatcher").
     pub actor: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub detail: serde_json::Value,
@@ -152,10 +152,23 @@ impl JobEvent {
                 (Some(action), _) => format!("{action} by {}", self.actor),
                 _ => format!("Changed by {}", self.actor),
             },
-            "dispatch" => match text("error") {
-                Some(error) => format!("Sending it failed: {error}"),
-                None => format!("Sent ({})", self.actor),
-            },
+            "dispatch" => {
+                let attempt = self
+                    .detail
+                    .get("attempt")
+                    .and_then(|v| v.as_i64())
+                    .unwrap_or(1);
+                match (text("error"), text("service")) {
+                    (Some(error), _) if self.detail.get("final").is_some() => {
+                        format!("Sending it failed for good (attempt {attempt}): {error}")
+                    }
+                    (Some(error), _) => {
+                        format!("Sending it failed (attempt {attempt}), to be tried again: {error}")
+                    }
+                    (None, Some(service)) => format!("Sent to {service} (attempt {attempt})"),
+                    (None, None) => format!("Sent (attempt {attempt})"),
+                }
+            }
             other => format!("{other} ({})", self.actor),
         }
     }
@@ -235,17 +248,13 @@ mod tests {
             (
                 event(
                     "status",
-                    "a processor report",
+                    "Ittybit",
                     serde_json::json!({"to": "failed", "error": "HTTP 404"}),
                 ),
-                "Failed (a processor report): HTTP 404",
+                "Failed (Ittybit): HTTP 404",
             ),
             (
-                event(
-                    "progress",
-                    "a processor report",
-                    serde_json::json!({"progress": 50}),
-                ),
+                event("progress", "Ittybit", serde_json::json!({"progress": 50})),
                 "50% done",
             ),
             (

@@ -181,9 +181,18 @@ impl Dispatcher {
 
     async fn store_success(&self, id: JobId, report: &Normalized) -> Result<(), sqlx::Error> {
         jobs::apply_report(&self.pool, id, report, self.client.service()).await?;
+        // The job's story: sent, with the service's id for it.
         sqlx::query!(
-            "update job_dispatch set lease_until = null, last_error = null where job_id = $1",
-            id.0
+            "with done as (
+                 update job_dispatch set lease_until = null, last_error = null where job_id = $1
+                 returning job_id, attempts)
+             insert into job_events (job_id, kind, actor, detail)
+             select job_id, 'dispatch', 'the dispatcher',
+                    jsonb_build_object('service', $2::text, 'task_id', $3::text, 'attempt', attempts)
+             from done",
+            id.0,
+            self.client.service(),
+            report.ittybit_id.as_deref(),
         )
         .execute(&self.pool)
         .await?;
@@ -193,7 +202,13 @@ impl Dispatcher {
     async fn fail(&self, id: JobId, error: &str) -> Result<(), sqlx::Error> {
         jobs::fail_pending(&self.pool, id, error).await?;
         sqlx::query!(
-            "update job_dispatch set lease_until = null, last_error = $2 where job_id = $1",
+            "with done as (
+                 update job_dispatch set lease_until = null, last_error = $2 where job_id = $1
+                 returning job_id, attempts)
+             insert into job_events (job_id, kind, actor, detail)
+             select job_id, 'dispatch', 'the dispatcher',
+                    jsonb_build_object('attempt', attempts, 'error', $2::text, 'final', true)
+             from done",
             id.0,
             error
         )
@@ -209,9 +224,16 @@ impl Dispatcher {
         error: &str,
     ) -> Result<(), sqlx::Error> {
         sqlx::query!(
-            "update job_dispatch set lease_until = null, last_error = $3,
-                 next_attempt_at = now() + make_interval(secs => $2)
-             where job_id = $1",
+            "with later as (
+                 update job_dispatch set lease_until = null, last_error = $3,
+                     next_attempt_at = now() + make_interval(secs => $2)
+                 where job_id = $1
+                 returning job_id, attempts)
+             insert into job_events (job_id, kind, actor, detail)
+             select job_id, 'dispatch', 'the dispatcher',
+                    jsonb_build_object('attempt', attempts, 'error', $3::text,
+                                       'retry_in_secs', round($2::numeric, 1))
+             from later",
             id.0,
             delay.as_secs_f64(),
             error

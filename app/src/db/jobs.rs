@@ -220,7 +220,8 @@ pub async fn apply_report(
 ) -> Result<Applied, sqlx::Error> {
     let facts = &report.output;
     let row = sqlx::query!(
-        r#"with known as (select id from jobs where id = $1),
+        r#"with actor as materialized (select set_config('reeltime.actor', $11, true) as name),
+         known as (select id from jobs where id = $1),
          updated as (
              update jobs set (status, progress, output_url, output_duration_ms, output_size,
                      output_width, output_height, input_size, error, task_id) = (
@@ -251,6 +252,8 @@ pub async fn apply_report(
                                   and reeltime_status_step($2) > reeltime_status_step(jobs.status)
                               as succeeds) r)
              where id = $1
+               -- The story (job_events) credits the change to the service that reported it.
+               and (select name from actor) is not null
                and not reeltime_status_terminal(status)
                and (reeltime_status_step($2) > reeltime_status_step(status)
                     or $3::smallint > coalesce(progress, -1)

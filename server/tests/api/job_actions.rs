@@ -160,7 +160,7 @@ async fn a_jobs_story_names_who_did_what() {
     );
     assert_eq!(events[1].detail["to"], "cancelled");
     assert_eq!(events[2].detail["retried_as"], retry["job"]["id"]);
-    // A processor's report is credited to it.
+    // A write from outside Reeltime is named as such.
     sqlx::query!(
         "update jobs set status = 'queued' where id = $1",
         retry["job"]["id"]
@@ -175,7 +175,7 @@ async fn a_jobs_story_names_who_did_what() {
     let new_id: reeltime::JobId = id_of(&retry["job"]).parse().unwrap();
     let events = app::db::operate::events(&app.pool, new_id).await.unwrap();
     assert_eq!(events[0].detail["retry_of"], id.to_string());
-    assert_eq!(events.last().unwrap().actor, "a processor report");
+    assert_eq!(events.last().unwrap().actor, "a direct database write");
 }
 
 #[tokio::test]

@@ -108,6 +108,26 @@ async fn deleting_a_finished_job_deletes_its_output() {
     let outputs = app.data_dir.join("processor").join("outputs");
     assert_eq!(files_in(&outputs).len(), 1);
 
+    // Its story: created, sent by the dispatcher, each step credited to the processor.
+    let story = app::db::operate::events(&app.pool, id.parse().unwrap())
+        .await
+        .unwrap();
+    let told: Vec<String> = story.iter().map(reeltime::JobEvent::describe).collect();
+    assert_eq!(
+        told[0],
+        format!("Created by {}", crate::helpers::ADMIN),
+        "{told:?}"
+    );
+    assert!(
+        told.contains(&"Sent to The built-in processor (attempt 1)".to_owned()),
+        "{told:?}"
+    );
+    assert_eq!(
+        told.last().unwrap(),
+        "Succeeded (The built-in processor)",
+        "{told:?}"
+    );
+
     let response = app
         .client
         .delete(app.url(&format!("/api/jobs/{id}")))
