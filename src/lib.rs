@@ -26,7 +26,7 @@ pub use ittybit::{
 };
 pub use job::{Job, JobId, JobKind, JobStatus, OutputFacts, Preset};
 pub use media_url::{MediaUrl, MediaUrlError, MAX_MEDIA_URL_LEN};
-pub use operate::{JobAction, JobEvent};
+pub use operate::{Delivery, JobAction, JobEvent};
 pub use page::{
     format_bytes, format_duration_ms, is_linkable, relative_time, shorten_middle, JobPage,
     PageCursor, PageLimit,

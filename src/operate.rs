@@ -112,6 +112,20 @@ pub struct JobEvent {
     pub detail: serde_json::Value,
 }
 
+/// A signed callback that reached the server about a job (`webhook_deliveries`), as its page
+/// lists it: verified or not, and what became of it; the body only for verified ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: time::OffsetDateTime,
+    pub signature_ok: bool,
+    /// The status it reported.
+    pub status: Option<String>,
+    /// `applied`, `unchanged`, `unknown_job`, `bad_signature`, `malformed`.
+    pub outcome: String,
+    pub body: Option<String>,
+}
+
 impl JobEvent {
     /// The entry as a sentence: "Cancelled by ana@example.com", "Failed: the input URL was
     /// not found (HTTP 404)", "50% done".

@@ -206,6 +206,8 @@ pub struct JobFile {
     pub job: Job,
     pub story: Vec<reeltime::JobEvent>,
     pub retried_as: Vec<reeltime::JobId>,
+    /// The signed callbacks about it, oldest first (the last 200).
+    pub deliveries: Vec<reeltime::Delivery>,
     pub stalled_after_secs: u64,
     /// The change-log position read before the job: following the feed from it misses
     /// nothing (a change seen twice is older by its version and ignored).
@@ -233,12 +235,16 @@ pub async fn job_detail(id: String) -> Result<Option<JobFile>, ServerFnError> {
     let retried_as = crate::db::operate::retries_of(&pool, id)
         .await
         .map_err(unavailable)?;
+    let deliveries = crate::db::webhooks::for_job(&pool, id, 200)
+        .await
+        .map_err(unavailable)?;
     let stalled_after_secs =
         use_context::<StalledAfter>().map_or(600, |StalledAfter(after)| after.as_secs());
     Ok(Some(JobFile {
         job,
         story,
         retried_as,
+        deliveries,
         stalled_after_secs,
         position: Some(position),
     }))

@@ -88,6 +88,7 @@ fn JobFileView(
         job,
         story,
         retried_as,
+        deliveries,
         stalled_after_secs,
         position,
     } = file;
@@ -96,6 +97,7 @@ fn JobFileView(
     let row = store.row(id).unwrap_or_else(|| RwSignal::new(job.clone()));
     let story = RwSignal::new(story);
     let retried_as = RwSignal::new(retried_as);
+    let deliveries = RwSignal::new(deliveries);
     let now = RwSignal::new(OffsetDateTime::now_utc());
     #[cfg(feature = "hydrate")]
     {
@@ -111,6 +113,7 @@ fn JobFileView(
                     if let Ok(Some(file)) = job_detail(id.to_string()).await {
                         story.set(file.story);
                         retried_as.set(file.retried_as);
+                        deliveries.set(file.deliveries);
                     }
                 });
             }
@@ -205,6 +208,33 @@ fn JobFileView(
         <ol class="story">
             {move || story.get().into_iter().map(|event| view! { <StoryEntry event/> }).collect_view()}
         </ol>
+        <h2>"Webhook deliveries"</h2>
+        <p class="muted" hidden=move || deliveries.with(|d| !d.is_empty())>"None yet."</p>
+        <ol class="deliveries">
+            {move || deliveries.get().into_iter().map(|delivery| view! { <DeliveryEntry delivery/> }).collect_view()}
+        </ol>
+    }
+}
+
+#[component]
+fn DeliveryEntry(delivery: reeltime::Delivery) -> impl IntoView {
+    let at = delivery.received_at.format(&Rfc3339).unwrap_or_default();
+    let shown = at.clone();
+    let verified = if delivery.signature_ok {
+        "verified"
+    } else {
+        "not verified"
+    };
+    let status = delivery.status.clone().unwrap_or_else(|| "—".to_owned());
+    view! {
+        <li class="delivery" data-outcome=delivery.outcome.clone()>
+            <time datetime=at>{shown}</time>
+            " "
+            <span>{format!("{verified}, reported {status}: {}", delivery.outcome)}</span>
+            {delivery.body.map(|body| view! {
+                <details><summary>"Body"</summary><pre class="delivery-body">{body}</pre></details>
+            })}
+        </li>
     }
 }
 

@@ -33,6 +33,34 @@ pub async fn record(pool: &PgPool, delivery: &Delivery<'_>) -> Result<(), sqlx::
     Ok(())
 }
 
+/// The deliveries about job `id`, oldest first, at most `limit`; bodies of verified ones only.
+pub async fn for_job(
+    pool: &PgPool,
+    id: JobId,
+    limit: i64,
+) -> Result<Vec<reeltime::Delivery>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "select received_at, signature_ok, status, outcome, raw_body from webhook_deliveries
+         where job_id = $1 order by received_at, id limit $2",
+        id.0,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| reeltime::Delivery {
+            received_at: row.received_at,
+            signature_ok: row.signature_ok,
+            status: row.status,
+            outcome: row.outcome,
+            body: row
+                .signature_ok
+                .then(|| String::from_utf8_lossy(&row.raw_body).into_owned()),
+        })
+        .collect())
+}
+
 /// Delete deliveries received before `older_than` ago, at most `batch` of them; returns how
 /// many went.
 pub async fn delete_before(

@@ -66,7 +66,7 @@ async fn beat(pool: PgPool, id: String, owner: Uuid, lease: Lease, lost: Cancell
         match store::renew(&pool, &id, owner, lease.length).await {
             Ok(true) => renewed = Instant::now(),
             Ok(false) => {
-                tracing::warn!(job = %id, "the job's lease was taken by another worker; stopping");
+                tracing::info!(job = %id, "the job is no longer this attempt's (cancelled, or taken by another worker); stopping");
                 break;
             }
             Err(err) if renewed.elapsed() >= lease.length => {
