@@ -15,7 +15,9 @@
 //! (default 5): the processor's own time (its job's created → finished and started → finished),
 //! the dashboard job's time from its insert to the write that made it `succeeded` (both by the
 //! database's clock; the job is polled every `--poll-ms`, default 250, only to know when it is
-//! done), and their ratio to ffmpeg's.
+//! done), and their ratio to ffmpeg's. Then (issue 10, `busy.rs`), on a second server with as
+//! many workers as cores: `GET /api/jobs`, `GET /login` and `/api/events` latency, `--samples`
+//! each (default 200), idle and then with every worker busy on a long job, and their ratio.
 //!
 //! The database is `DATABASE_URL` (an admin URL; a fresh database is made on it) or
 //! postgres://postgres@127.0.0.1:5432/postgres.
@@ -48,6 +50,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+mod busy;
 mod chaos;
 mod operate;
 mod processor;
@@ -76,15 +79,18 @@ async fn main() -> Result<()> {
         }
         Some("processor") => {
             let poll = Duration::from_millis(flag("--poll-ms", 250) as u64);
-            processor::processor(flag("--rounds", 5).max(1), poll).await
+            processor::processor(flag("--rounds", 5).max(1), poll).await?;
+            busy::busy(flag("--samples", 200).max(1)).await
         }
         Some("chaos") => chaos::chaos(&args[1..]).await,
         Some("operate") => operate::operate(flag("--jobs", 100_000), flag("--samples", 100)).await,
         _ => {
             eprintln!(
                 "usage: cargo run --release -p bench -- sse [--max-clients N]\n       \
-                 cargo run --release -p bench -- processor [--rounds N] [--poll-ms N]\n       \
-                 cargo run --release -p bench -- chaos [--full] [--only NAME]\n       \
+                 cargo run --release -p bench -- processor [--rounds N] [--poll-ms N] [--samples N]
+       \
+                 cargo run --release -p bench -- chaos [--full] [--only NAME]
+       \
                  cargo run --release -p bench -- operate [--jobs N] [--samples N]"
             );
             std::process::exit(2);
@@ -242,6 +248,7 @@ fn rss_kib(pid: u32) -> u64 {
 #[derive(Clone, Copy)]
 struct Stats {
     p50: f64,
+    p95: f64,
     p99: f64,
     max: f64,
     samples: usize,
@@ -253,6 +260,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
     let at = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
     Stats {
         p50: at(0.50),
+        p95: at(0.95),
         p99: at(0.99),
         max: ms(*samples.last().unwrap()),
         samples: samples.len(),

@@ -56,21 +56,7 @@ async fn processor_rounds(
         .unwrap_or("ffmpeg: no version line")
         .to_owned();
 
-    // The server writes the sample clip in the background at start (to a `.part`, then renamed).
-    let clip = dir.join("samples").join(sample::NAME);
-    let waiting = Instant::now();
-    while !clip.exists() {
-        if waiting.elapsed() > Duration::from_secs(120) {
-            return Err(format!("no sample clip at {} after 2 minutes", clip.display()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "sample clip ready after {:.1} s: {} ({} bytes)",
-        waiting.elapsed().as_secs_f64(),
-        clip.display(),
-        std::fs::metadata(&clip)?.len()
-    );
+    let clip = wait_for_clip(dir).await?;
 
     let preset = Preset::Video1280Mp4High;
     let options = MediaOptions::parse(JobKind::Video, &preset.options())?;
@@ -172,6 +158,26 @@ async fn processor_rounds(
         return Err("an output is not 1280 wide".into());
     }
     Ok(())
+}
+
+/// Waits (up to 2 minutes) for the sample clip the server writes in the background at start (to
+/// a `.part`, then renamed) under the data directory `dir`; its path.
+pub(crate) async fn wait_for_clip(dir: &Path) -> Result<std::path::PathBuf> {
+    let clip = dir.join("samples").join(sample::NAME);
+    let waiting = Instant::now();
+    while !clip.exists() {
+        if waiting.elapsed() > Duration::from_secs(120) {
+            return Err(format!("no sample clip at {} after 2 minutes", clip.display()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "sample clip ready after {:.1} s: {} ({} bytes)",
+        waiting.elapsed().as_secs_f64(),
+        clip.display(),
+        std::fs::metadata(&clip)?.len()
+    );
+    Ok(clip)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

@@ -5,7 +5,7 @@ use super::*;
 
 /// An SSE client on a raw socket: reports (marker, arrival time) for every `"error":"m<k>"`
 /// it sees, and whether it ever got a reset.
-async fn client(
+pub(crate) async fn client(
     address: String,
     after: String,
     arrivals: mpsc::UnboundedSender<(u32, Instant)>,

@@ -396,6 +396,7 @@ fn stats_or_zero(samples: Vec<Duration>) -> crate::Stats {
     if samples.is_empty() {
         return crate::Stats {
             p50: 0.0,
+            p95: 0.0,
             p99: 0.0,
             max: 0.0,
             samples: 0,
