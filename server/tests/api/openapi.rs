@@ -34,18 +34,32 @@ async fn the_api_description_is_public_and_lists_every_route() {
     assert_eq!(
         routes,
         [
+            "DELETE /api/jobs/{id}",
             "GET /api/events",
             "GET /api/jobs",
+            "GET /api/jobs/counts",
             "GET /api/jobs/{id}",
             "GET /healthz",
             "GET /readyz",
             "POST /api/ittybit/callback",
             "POST /api/jobs",
+            "POST /api/jobs/bulk",
+            "POST /api/jobs/{id}/cancel",
+            "POST /api/jobs/{id}/retry",
         ]
     );
     // The schemas the routes refer to are there, with the job's statuses spelled out.
     let schemas = &doc["components"]["schemas"];
-    for name in ["Job", "JobPage", "JobSubmission", "ErrorBody"] {
+    for name in [
+        "Job",
+        "JobPage",
+        "JobSubmission",
+        "ErrorBody",
+        "ActionAnswer",
+        "BulkRequest",
+        "BulkAnswer",
+        "JobAction",
+    ] {
         assert!(schemas[name].is_object(), "{name} is described");
     }
     let statuses: Vec<&str> = schemas["JobStatus"]["enum"]
