@@ -208,6 +208,9 @@ pub struct JobFile {
     pub retried_as: Vec<reeltime::JobId>,
     /// The signed callbacks about it, oldest first (the last 200).
     pub deliveries: Vec<reeltime::Delivery>,
+    /// How the work was done, as the processor reported it (the built-in one's ffmpeg command,
+    /// probe facts and stderr on failure).
+    pub details: Option<serde_json::Value>,
     pub stalled_after_secs: u64,
     /// The change-log position read before the job: following the feed from it misses
     /// nothing (a change seen twice is older by its version and ignored).
@@ -238,6 +241,9 @@ pub async fn job_detail(id: String) -> Result<Option<JobFile>, ServerFnError> {
     let deliveries = crate::db::webhooks::for_job(&pool, id, 200)
         .await
         .map_err(unavailable)?;
+    let details = crate::db::jobs::details_of(&pool, id)
+        .await
+        .map_err(unavailable)?;
     let stalled_after_secs =
         use_context::<StalledAfter>().map_or(600, |StalledAfter(after)| after.as_secs());
     Ok(Some(JobFile {
@@ -245,6 +251,7 @@ pub async fn job_detail(id: String) -> Result<Option<JobFile>, ServerFnError> {
         story,
         retried_as,
         deliveries,
+        details,
         stalled_after_secs,
         position: Some(position),
     }))

@@ -89,6 +89,7 @@ fn JobFileView(
         story,
         retried_as,
         deliveries,
+        details,
         stalled_after_secs,
         position,
     } = file;
@@ -98,6 +99,7 @@ fn JobFileView(
     let story = RwSignal::new(story);
     let retried_as = RwSignal::new(retried_as);
     let deliveries = RwSignal::new(deliveries);
+    let details = RwSignal::new(details);
     let now = RwSignal::new(OffsetDateTime::now_utc());
     #[cfg(feature = "hydrate")]
     {
@@ -114,6 +116,7 @@ fn JobFileView(
                         story.set(file.story);
                         retried_as.set(file.retried_as);
                         deliveries.set(file.deliveries);
+                        details.set(file.details);
                     }
                 });
             }
@@ -208,6 +211,10 @@ fn JobFileView(
         <ol class="story">
             {move || story.get().into_iter().map(|event| view! { <StoryEntry event/> }).collect_view()}
         </ol>
+        <Show when=move || details.with(Option::is_some)>
+            <h2>"How it was done"</h2>
+            {move || details.get().map(|details| view! { <TechnicalDetails details/> })}
+        </Show>
         <h2>"Webhook deliveries"</h2>
         <p class="muted" hidden=move || deliveries.with(|d| !d.is_empty())>"None yet."</p>
         <ol class="deliveries">
@@ -255,4 +262,33 @@ fn StoryEntry(event: JobEvent) -> impl IntoView {
             <span>{event.describe()}</span>
         </li>
     }
+}
+
+/// The processor's account of the work: its command, the input's and output's facts, and the
+/// end of its stderr when it failed.
+#[component]
+fn TechnicalDetails(details: serde_json::Value) -> impl IntoView {
+    let text = |key: &str| details.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let facts = |key: &str| {
+        details.get(key).and_then(|v| v.as_object()).map(|object| {
+            object
+                .iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(name, value)| format!("{name}: {value}"))
+                .collect::<Vec<_>>()
+                .join(" · ")
+        })
+    };
+    let command = text("command").map(|command| {
+        view! { <dt>"Command"</dt><dd><pre class="job-command">{command}</pre></dd> }
+    });
+    let input = facts("input").map(|facts| view! { <dt>"Input"</dt><dd>{facts}</dd> });
+    let output = facts("output").map(|facts| view! { <dt>"Output"</dt><dd>{facts}</dd> });
+    let stderr = text("stderr").filter(|s| !s.is_empty()).map(|stderr| {
+        view! {
+            <dt>"ffmpeg said"</dt>
+            <dd><pre class="job-stderr">{stderr}</pre></dd>
+        }
+    });
+    view! { <dl class="job-facts technical">{command}{input}{output}{stderr}</dl> }
 }

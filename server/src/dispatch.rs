@@ -284,6 +284,7 @@ impl Dispatcher {
                     output_url: None,
                     output: reeltime::OutputFacts::default(),
                     input_size: None,
+                    details: None,
                     error: Some(format!("{service} no longer knows this job.")),
                 },
                 Err(err) => {

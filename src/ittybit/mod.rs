@@ -98,6 +98,10 @@ pub struct IttybitTask {
     /// with the downloaded input's `size`; Ittybit does not).
     #[serde(deserialize_with = "lenient_file")]
     pub input: Option<IttybitFile>,
+    /// How the work was done: a Reeltime extension (the built-in processor sends its ffmpeg
+    /// command, the input's and output's probe facts, and on failure the end of ffmpeg's
+    /// stderr), kept for the job's page. Anything but an object is ignored.
+    pub details: Value,
     /// The error message, sent as a string or as `{"message": ...}`.
     #[serde(deserialize_with = "lenient_error")]
     pub error: Option<String>,
@@ -162,6 +166,12 @@ impl IttybitJob {
             output_url: self.output_url(),
             output: self.output_facts(),
             input_size: self.input_size(),
+            details: self
+                .tasks
+                .last()
+                .map(|task| &task.details)
+                .filter(|details| details.is_object())
+                .cloned(),
             error: self.error.clone(),
         }
     }
@@ -251,6 +261,8 @@ pub struct Normalized {
     pub output: OutputFacts,
     /// The input's size in bytes, when the processor says (a Reeltime extension).
     pub input_size: Option<u64>,
+    /// How the work was done, when the processor says (a Reeltime extension).
+    pub details: Option<Value>,
     pub error: Option<String>,
 }
 

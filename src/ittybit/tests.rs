@@ -19,6 +19,7 @@ fn succeeded_abc123() -> Normalized {
         output_url: Some("https://cdn.example.com/out.mp4".into()),
         output: OutputFacts::default(),
         input_size: None,
+        details: None,
         error: None,
     }
 }
@@ -113,6 +114,7 @@ fn reads_the_contract_job_object() {
                 height: Some(720),
             },
             input_size: None,
+            details: None,
             error: None,
         }
     );

@@ -261,7 +261,12 @@ pub async fn apply_report(
              returning id, status),
          news as (
              insert into job_dispatch (job_id, last_news_at) select id, now() from updated
-             on conflict (job_id) do update set last_news_at = now())
+             on conflict (job_id) do update set last_news_at = now()),
+         -- How the work was done (the built-in processor's extension), for the job's page.
+         details as (
+             insert into job_details (job_id, details) select id, $13 from known
+             where $13::jsonb is not null
+             on conflict (job_id) do update set details = excluded.details, updated_at = now())
          select exists (select 1 from known) as "known!",
                 (select status from updated) as "status?: JobStatus""#,
         job_id.0,
@@ -276,6 +281,7 @@ pub async fn apply_report(
         facts.height.and_then(|v| i32::try_from(v).ok()),
         service,
         report.input_size.and_then(|v| i64::try_from(v).ok()),
+        report.details.as_ref(),
     )
     .fetch_one(pool)
     .await?;
@@ -284,6 +290,16 @@ pub async fn apply_report(
         (true, Some(status)) => Applied::Changed(status),
         (true, None) => Applied::Unchanged,
     })
+}
+
+/// How job `id`'s work was done, as its processor last reported it.
+pub async fn details_of(
+    pool: &PgPool,
+    id: JobId,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    sqlx::query_scalar!("select details from job_details where job_id = $1", id.0)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Which of our jobs a report is about: its `metadata.job_id`, else the job holding the

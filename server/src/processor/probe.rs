@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use super::media::INPUT_GUARD;
 
-/// The facts about an input the processor needs.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The facts about an input the processor needs (and that a job's page shows).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Probe {
     /// Seconds; `None` for stills and streams of unknown length.
     pub duration: Option<f64>,

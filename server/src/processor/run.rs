@@ -12,7 +12,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
 use uuid::Uuid;
 
@@ -24,8 +24,48 @@ use super::store::{self, ProcessorJob};
 use super::webhook::{JobWebhooks, PROGRESS_EVERY};
 use super::Processor;
 
-/// How much of ffmpeg's stderr is kept for the error message.
-const STDERR_LIMIT: u64 = 64 * 1024;
+/// How many of the last lines of ffmpeg's stderr are kept (the error message reads them, and
+/// a failed job's page shows them).
+const STDERR_LINES: usize = 200;
+/// The longest line kept of them, in characters.
+const STDERR_LINE_CHARS: usize = 500;
+
+/// How an attempt's work was done, as the job object reports it (`details`, a Reeltime
+/// extension): the ffmpeg command (its files named `input` and `output` in the attempt's own
+/// directory, so no server path shows), what ffprobe found in the input and the output, and
+/// on failure the end of ffmpeg's stderr.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Details {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<super::probe::Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<super::probe::Probe>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+impl Details {
+    /// `program` and `args` as one shell-quoted line.
+    pub fn command_line(program: &str, args: &[String]) -> String {
+        std::iter::once(program)
+            .chain(args.iter().map(String::as_str))
+            .map(|arg| {
+                let plain = !arg.is_empty()
+                    && arg
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.,:=/+%@".contains(c));
+                if plain {
+                    arg.to_owned()
+                } else {
+                    format!("'{}'", arg.replace('\'', "'\\''"))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
 
 /// The bounds on one ffmpeg run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,9 +126,11 @@ impl Processor {
     pub(super) async fn ffmpeg(
         &self,
         attempt: &Attempt<'_>,
+        dir: &std::path::Path,
         args: &[String],
         expected_secs: Option<f64>,
         time_limit: Duration,
+        details: &mut Details,
     ) -> Result<(), JobError> {
         let settings = &self.inner.settings;
         let limits = settings.limits;
@@ -96,6 +138,7 @@ impl Processor {
             .confine
             .command(&settings.ffmpeg)
             .args(args)
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -104,7 +147,7 @@ impl Processor {
         let stderr = child
             .stderr
             .take()
-            .map(|stderr| tokio::spawn(read_limited(stderr)));
+            .map(|stderr| tokio::spawn(read_tail(stderr)));
         let mut lines = child.stdout.take().map(|out| BufReader::new(out).lines());
 
         let mut parser = ProgressParser::new(expected_secs);
@@ -160,6 +203,7 @@ impl Processor {
             Some(task) => task.await.unwrap_or_default(),
             None => String::new(),
         };
+        details.stderr = Some(stderr.clone());
         Err(JobError::Input(format!(
             "ffmpeg could not process the input: {}",
             failure_reason(&stderr)
@@ -214,13 +258,20 @@ async fn stop(mut child: Child, group: Group, limits: Limits, why: Stop) -> JobE
     }
 }
 
-/// Up to [`STDERR_LIMIT`] bytes of a stream, then drains the rest.
-async fn read_limited(stream: impl AsyncRead + Unpin) -> String {
-    let mut kept = Vec::new();
-    let mut limited = stream.take(STDERR_LIMIT);
-    let _ = limited.read_to_end(&mut kept).await;
-    let _ = tokio::io::copy(&mut limited.into_inner(), &mut tokio::io::sink()).await;
-    String::from_utf8_lossy(&kept).into_owned()
+/// The last [`STDERR_LINES`] lines of a stream (each cut at [`STDERR_LINE_CHARS`]), read to
+/// its end.
+async fn read_tail(stream: impl AsyncRead + Unpin) -> String {
+    let mut kept = std::collections::VecDeque::with_capacity(STDERR_LINES);
+    let mut lines = BufReader::new(stream).split(b'\n');
+    while let Ok(Some(line)) = lines.next_segment().await {
+        let line = String::from_utf8_lossy(&line);
+        let line: String = line.trim_end().chars().take(STDERR_LINE_CHARS).collect();
+        if kept.len() == STDERR_LINES {
+            kept.pop_front();
+        }
+        kept.push_back(line);
+    }
+    Vec::from(kept).join("\n")
 }
 
 #[cfg(test)]
@@ -230,10 +281,25 @@ mod tests {
     use serde_json::json;
 
     #[tokio::test]
-    async fn stderr_is_kept_up_to_its_limit_and_the_rest_drained() {
-        let big = vec![b'x'; (STDERR_LIMIT as usize) + 10];
-        let kept = read_limited(&big[..]).await;
-        assert_eq!(kept.len(), STDERR_LIMIT as usize);
+    async fn the_last_lines_of_stderr_are_kept_each_cut_short() {
+        let text: String = (0..250).map(|i| format!("line {i}\n")).collect();
+        let kept = read_tail(text.as_bytes()).await;
+        let lines: Vec<&str> = kept.lines().collect();
+        assert_eq!(lines.len(), STDERR_LINES);
+        assert_eq!((lines[0], lines[199]), ("line 50", "line 249"));
+        let long = "x".repeat(STDERR_LINE_CHARS + 50);
+        assert_eq!(read_tail(long.as_bytes()).await.len(), STDERR_LINE_CHARS);
+    }
+
+    #[test]
+    fn the_command_reads_as_a_shell_line() {
+        let args: Vec<String> = ["-i", "file:input", "-vf", "scale=-2:720", "a b", "it's"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            Details::command_line("ffmpeg", &args),
+            "ffmpeg -i file:input -vf scale=-2:720 'a b' 'it'\\''s'"
+        );
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub struct ProcessorJob {
     pub attempts: i32,
     /// The downloaded input's size in bytes, once succeeded.
     pub input_size: Option<i64>,
+    /// How the work was done (the ffmpeg command, probe facts, stderr on failure), once
+    /// finished.
+    pub details: Option<Value>,
 }
 
 /// What `POST /jobs` stores.
@@ -87,6 +90,9 @@ impl ProcessorJob {
         if let Some(size) = self.input_size {
             task["input"] = json!({ "object": "file", "url": self.input, "size": size });
         }
+        if let Some(details) = &self.details {
+            task["details"] = details.clone();
+        }
         json!({
             "id": self.id,
             "object": "job",
@@ -136,7 +142,7 @@ pub async fn create(
          values ($1, $2, $3, $4, $5, $6, $7)
          on conflict (idempotency_key) do nothing
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         new_id(),
         idempotency_key,
         job.kind.as_str(),
@@ -153,7 +159,7 @@ pub async fn create(
             let earlier = sqlx::query_as!(
                 ProcessorJob,
                 "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details
                  from processor_jobs where idempotency_key = $1",
                 idempotency_key,
             )
@@ -170,7 +176,7 @@ pub async fn get(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sqlx::
     sqlx::query_as!(
         ProcessorJob,
         "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details
          from processor_jobs where id = $1",
         id,
     )
@@ -209,7 +215,7 @@ pub async fn list(
         sqlx::query_as!(
             ProcessorJob,
             "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details
              from processor_jobs
              where ($1::timestamptz is null or (created_at, id) > ($1, $2))
              order by created_at asc, id asc limit $3",
@@ -223,7 +229,7 @@ pub async fn list(
         sqlx::query_as!(
             ProcessorJob,
             "select id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details
              from processor_jobs
              where ($1::timestamptz is null or (created_at, id) < ($1, $2))
              order by created_at desc, id desc limit $3",
@@ -260,7 +266,7 @@ pub async fn claim(
              where status = 'queued' or (status = 'processing' and lease_until < now())
              order by created_at, id limit 1 for update skip locked)
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         lease.as_secs_f64(),
         owner,
     )
@@ -300,7 +306,7 @@ pub async fn progress(
         "update processor_jobs set progress = greatest(progress, $3), updated_at = now()
          where id = $1 and lease_owner = $2 and status = 'processing'
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         id,
         owner,
         i16::from(percent),
@@ -327,13 +333,14 @@ pub struct Done {
     pub input_size: u64,
 }
 
-/// Finish `owner`'s job: succeeded with its output, or failed with a reason; `None` when the
-/// job is no longer its.
+/// Finish `owner`'s job: succeeded with its output, or failed with a reason, and how the work
+/// was done; `None` when the job is no longer its.
 pub async fn finish(
     pool: &PgPool,
     id: &str,
     owner: Uuid,
     outcome: Result<&Done, &str>,
+    details: &Value,
 ) -> Result<Option<ProcessorJob>, sqlx::Error> {
     let (status, output, input_size, error) = match outcome {
         Ok(done) => (
@@ -347,17 +354,19 @@ pub async fn finish(
     sqlx::query_as!(
         ProcessorJob,
         "update processor_jobs set status = $2, output = $3, error = $4, input_size = $5,
+             details = $7,
              progress = case when $2 = 'succeeded' then 100 else progress end,
              finished_at = now(), updated_at = now(), lease_until = null
          where id = $1 and lease_owner = $6 and status = 'processing'
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         id,
         status,
         output,
         error,
         input_size,
         owner,
+        details,
     )
     .fetch_optional(pool)
     .await
@@ -387,7 +396,7 @@ pub async fn cancel(pool: &PgPool, id: &str) -> Result<Option<ProcessorJob>, sql
              lease_until = null, lease_owner = null
          where id = $1 and status in ('queued', 'processing')
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         id,
     )
     .fetch_optional(pool)
@@ -401,7 +410,7 @@ pub async fn delete_finished(pool: &PgPool, id: &str) -> Result<Option<Processor
         "delete from processor_jobs
          where id = $1 and status in ('succeeded', 'failed', 'cancelled')
          returning id, kind, input, options, metadata, webhook_url, status, progress, error, output,
-             created_at, started_at, finished_at, updated_at, attempts, input_size",
+             created_at, started_at, finished_at, updated_at, attempts, input_size, details",
         id,
     )
     .fetch_optional(pool)
@@ -444,6 +453,7 @@ mod tests {
             updated_at: datetime!(2024-03-31 15:46:42 UTC),
             attempts: 1,
             input_size: Some(4_096),
+            details: Some(json!({"command": "ffmpeg -i file:input file:output"})),
         }
     }
 

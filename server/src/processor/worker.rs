@@ -24,9 +24,9 @@ use super::confine::Group;
 use super::error::{JobError, Tool};
 use super::fetch::FetchError;
 use super::lease::Heartbeat;
-use super::media::{content_type, ffmpeg_args, file_arg, output_extension, MediaOptions};
+use super::media::{content_type, ffmpeg_args, output_extension, MediaOptions};
 use super::probe::{failure_reason, ffprobe_args, parse_probe, Probe};
-use super::run::Attempt;
+use super::run::{Attempt, Details};
 use super::store::{self, Done, ProcessorJob, MAX_STARTS};
 use super::workdir::{self, WorkDir};
 use super::Processor;
@@ -96,6 +96,7 @@ impl Processor {
             .clone()
             .map(|url| self.inner.webhooks.track(job.id.clone(), url));
         let started = Instant::now();
+        let mut details = Details::default();
         let result = if job.attempts > MAX_STARTS {
             Err(JobError::Interrupted(MAX_STARTS))
         } else {
@@ -108,7 +109,7 @@ impl Processor {
                 hooks: hooks.as_ref(),
             };
             tokio::select! {
-                result = self.process(&attempt) => result,
+                result = self.process(&attempt, &mut details) => result,
                 _ = cancel.cancelled() => {
                     // Dropping `process` kills ffmpeg; the job waits for the next start.
                     if let Err(err) = store::requeue(self.pool(), &job.id, owner).await {
@@ -138,7 +139,8 @@ impl Processor {
             (Ok(file), _) => Ok(file),
             (Err(_), message) => Err(message.as_deref().unwrap_or_default()),
         };
-        match store::finish(self.pool(), &job.id, owner, outcome).await {
+        let details = serde_json::to_value(&details).unwrap_or_default();
+        match store::finish(self.pool(), &job.id, owner, outcome, &details).await {
             Ok(Some(finished)) => {
                 if let Some(hooks) = hooks {
                     hooks.finish(&finished.to_json());
@@ -156,7 +158,11 @@ impl Processor {
 
     /// Does the work in the attempt's own directory; `Ok` is the output's file object and the
     /// input's size.
-    async fn process(&self, attempt: &Attempt<'_>) -> Result<Done, JobError> {
+    async fn process(
+        &self,
+        attempt: &Attempt<'_>,
+        details: &mut Details,
+    ) -> Result<Done, JobError> {
         let job = attempt.job;
         self.check_disk()?;
         let kind: JobKind = job.kind.parse().map_err(JobError::input)?;
@@ -174,7 +180,8 @@ impl Processor {
             workdir::hand_over(&input, user).map_err(JobError::io("hand the input to ffmpeg"))?;
         }
 
-        let probe = self.probe(&input).await?;
+        let probe = self.probe(dir.path(), "input").await?;
+        details.input = Some(probe.clone());
         probe.check_kind(kind).map_err(JobError::input)?;
         let max = settings.limits.max_duration;
         if let Some(duration) = probe.duration.filter(|d| *d > max.as_secs_f64()) {
@@ -187,17 +194,22 @@ impl Processor {
 
         let ext = output_extension(&options);
         let part = dir.join("output");
-        let mut args = ffmpeg_args(&options, &file_arg(&input), &file_arg(&part));
+        // Named relative to the attempt's directory, ffmpeg's working directory: the command
+        // a job's page shows holds no server path.
+        let mut args = ffmpeg_args(&options, "file:input", "file:output");
         settings.confine.apply_threads(&mut args);
         let expected = options.expected_duration(probe.duration);
         let time_limit = settings.limits.time_limit_for(&options, probe.duration);
-        self.ffmpeg(attempt, &args, expected, time_limit).await?;
+        details.command = Some(Details::command_line("ffmpeg", &args));
+        self.ffmpeg(attempt, dir.path(), &args, expected, time_limit, details)
+            .await?;
 
         let size = tokio::fs::metadata(&part)
             .await
             .map(|meta| meta.len())
             .map_err(JobError::io("read the output"))?;
-        let facts = self.probe(&part).await.unwrap_or_default();
+        let facts = self.probe(dir.path(), "output").await.unwrap_or_default();
+        details.output = Some(facts.clone());
         let name = format!("{}.{ext}", job.id);
         tokio::fs::rename(&part, self.inner.dirs.outputs.join(&name))
             .await
@@ -236,13 +248,14 @@ impl Processor {
         }
     }
 
-    /// What ffprobe says about a local file, read as confined as ffmpeg reads it.
-    async fn probe(&self, path: &Path) -> Result<Probe, JobError> {
+    /// What ffprobe says about the file `name` in `dir`, read as confined as ffmpeg reads it.
+    async fn probe(&self, dir: &Path, name: &str) -> Result<Probe, JobError> {
         let settings = &self.inner.settings;
         let child = settings
             .confine
             .command(&settings.ffprobe)
-            .args(ffprobe_args(&file_arg(path)))
+            .args(ffprobe_args(&format!("file:{name}")))
+            .current_dir(dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

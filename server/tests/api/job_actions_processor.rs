@@ -127,6 +127,32 @@ async fn deleting_a_finished_job_deletes_its_output() {
         "Succeeded (The built-in processor)",
         "{told:?}"
     );
+    // Its page lists the signed callbacks, verified, with their bodies.
+    let html = app.get_text(&format!("/jobs/{id}")).await;
+    assert!(
+        html.contains("verified, reported succeeded: applied"),
+        "{html}"
+    );
+    assert!(html.contains("class=\"delivery-body\""), "{html}");
+    // How it was done: the ffmpeg command, with no server path in it, and the probe facts.
+    let command = html
+        .split("class=\"job-command\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no command: {html}"));
+    assert!(command.starts_with("ffmpeg -nostdin"), "{command}");
+    assert!(
+        command.contains("-i file:input") && command.ends_with("file:output"),
+        "{command}"
+    );
+    assert!(
+        !command.contains(&*app.data_dir.to_string_lossy()),
+        "{command}"
+    );
+    assert!(
+        html.contains("has_audio: true"),
+        "the input's facts: {html}"
+    );
 
     let response = app
         .client

@@ -295,6 +295,7 @@ async fn the_sql_status_rules_are_the_domains_for_every_pair_of_statuses() {
                 output_url: Some("https://cdn.example.com/out.mp4".into()),
                 output: OutputFacts::default(),
                 input_size: None,
+                details: None,
                 error: None,
             };
             let before = Expected {
