@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use crate::actions::{is_stalled, preset_label, ActionForms, BulkBar, Selection};
 use crate::api::{list_jobs, parse_filter, DashboardPage, SubmitJob, SubmitJobError};
 use crate::filters::{dashboard_href, filter_part, FilterBar};
-use crate::layout::{FlashMessage, SiteHeader};
+use crate::layout::{FlashMessage, LiveIndicator, SiteHeader};
 use crate::live::LiveState;
 use crate::session::use_session;
 use crate::store::JobStore;
@@ -68,14 +68,7 @@ pub fn Dashboard() -> impl IntoView {
 
     view! {
         <SiteHeader>
-            <p class="live-indicator" data-state=move || live.get().as_str() role="status">
-                {move || match live.get() {
-                    LiveState::Connecting => "",
-                    LiveState::Live => "Live",
-                    LiveState::Reconnecting => "Reconnecting…",
-                    LiveState::Offline => "Offline",
-                }}
-            </p>
+            <LiveIndicator live/>
         </SiteHeader>
         <main class="dashboard" data-hydrated=move || hydrated.get().to_string()>
             <Suspense fallback=|| ()>

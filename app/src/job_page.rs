@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use crate::actions::{is_stalled, preset_label, ActionForms};
 use crate::api::{job_detail, JobFile};
 use crate::dashboard::OutputView;
-use crate::layout::{FlashMessage, SiteHeader};
+use crate::layout::{FlashMessage, LiveIndicator, SiteHeader};
 use crate::live::LiveState;
 use crate::session::use_session;
 use crate::store::JobStore;
@@ -33,14 +33,7 @@ pub fn JobPage() -> impl IntoView {
     Effect::new(move |_| hydrated.set(true));
     view! {
         <SiteHeader>
-            <p class="live-indicator" data-state=move || live.get().as_str() role="status">
-                {move || match live.get() {
-                    LiveState::Connecting => "",
-                    LiveState::Live => "Live",
-                    LiveState::Reconnecting => "Reconnecting…",
-                    LiveState::Offline => "Offline",
-                }}
-            </p>
+            <LiveIndicator live/>
         </SiteHeader>
         <main class="job-page" data-hydrated=move || hydrated.get().to_string()>
             <p class="breadcrumb"><a href="/">"← All jobs"</a></p>

@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::live::LiveState;
 use crate::session::{use_session, Flash, SessionInfo};
 
 /// The header; `children` go on its right (the dashboard puts its live indicator there).
@@ -47,6 +48,21 @@ fn UserMenu(info: SessionInfo) -> impl IntoView {
         </nav>
     }
     .into_any()
+}
+
+/// Whether the page's live feed is connected: Live, Reconnecting… or Offline.
+#[component]
+pub fn LiveIndicator(live: RwSignal<LiveState>) -> impl IntoView {
+    view! {
+        <p class="live-indicator" data-state=move || live.get().as_str() role="status">
+            {move || match live.get() {
+                LiveState::Connecting => "",
+                LiveState::Live => "Live",
+                LiveState::Reconnecting => "Reconnecting…",
+                LiveState::Offline => "Offline",
+            }}
+        </p>
+    }
 }
 
 /// The message the last form left, if any.

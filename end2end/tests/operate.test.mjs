@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { startServer, launchBrowser, waitHydrated, createDatabase, newContext, api, createJob, sql } from './support.mjs';
+import { startServer, launchBrowser, waitHydrated, waitForSample, createDatabase, newContext, api, createJob, sql } from './support.mjs';
 
 let database;
 let server;
@@ -26,16 +26,6 @@ after(async () => {
   database?.drop();
 });
 
-async function waitForSample() {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const response = await api(server, '/samples/sample-1080p.mp4', { method: 'HEAD' });
-    if (response.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`no sample clip: HTTP ${response.status}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 async function openPage(path = '/', options = {}) {
   const page = await (await newContext(browser, server, options)).newPage();
   await page.goto(`${server.url}${path}`);
@@ -54,7 +44,7 @@ function ffmpegsOfThisServer() {
 }
 
 test('a running job cancelled in tab A is cancelled in tab B within a second, its ffmpeg gone; retried, it succeeds', async () => {
-  await waitForSample();
+  await waitForSample(server);
   const a = await openPage();
   const b = await openPage();
   await a.getByRole('button', { name: 'Try a sample clip' }).click();

@@ -2,7 +2,7 @@
 // dashboard, runs through the built-in processor (real ffmpeg) while two tabs watch.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitHydrated, createDatabase, newContext, api } from './support.mjs';
+import { startServer, launchBrowser, waitHydrated, waitForSample, createDatabase, newContext, api } from './support.mjs';
 
 let database;
 let server;
@@ -23,17 +23,6 @@ after(async () => {
   database?.drop();
 });
 
-/** The server writes the sample clip at its first start; wait until it is served. */
-async function waitForSample() {
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    const response = await api(server, '/samples/sample-1080p.mp4', { method: 'HEAD' });
-    if (response.status === 200) return;
-    if (Date.now() > deadline) throw new Error(`no sample clip: HTTP ${response.status}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 /** A tab on the dashboard that records every progress value each job row shows. */
 async function openDashboard() {
   const page = await (await newContext(browser, server)).newPage();
@@ -53,7 +42,7 @@ async function openDashboard() {
 }
 
 test('the sample clip, submitted in two tabs, goes queued → processing → succeeded in both, with a playable 1280-wide MP4', async () => {
-  await waitForSample();
+  await waitForSample(server);
   const a = await openDashboard();
   const b = await openDashboard();
 

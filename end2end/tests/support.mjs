@@ -115,6 +115,17 @@ export async function createJob(server, inputUrl) {
   return response.json();
 }
 
+/** The server writes the sample clip at its first start; wait until it is served. */
+export async function waitForSample(server) {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const response = await api(server, '/samples/sample-1080p.mp4', { method: 'HEAD' });
+    if (response.status === 200) return;
+    if (Date.now() > deadline) throw new Error(`no sample clip: HTTP ${response.status}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /** Wait until the page has hydrated. */
 export async function waitHydrated(page) {
   await page.waitForSelector('main[data-hydrated="true"]', { timeout: 15_000 });

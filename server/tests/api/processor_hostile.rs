@@ -75,6 +75,28 @@ fn lines(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The pid a stand-in wrote.
+fn read_pid(file: &Path) -> i32 {
+    std::fs::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Queue an MP3 of the clip served by `media`, run it on `processor`, and read it back.
+async fn run_audio_job(app: &TestApp, media: &MockServer, processor: &Processor) -> ProcessorJob {
+    let id = queue_job(
+        app,
+        reeltime::JobKind::Audio,
+        &format!("{}/clip.mp4", media.uri()),
+        json!({"format": "mp3"}),
+    )
+    .await;
+    assert!(processor.run_one().await.unwrap());
+    job(app, &id).await
+}
+
 fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = stat
@@ -300,16 +322,8 @@ async fn an_ffmpeg_that_runs_past_the_time_limit_is_stopped() {
     let mut settings = test_settings(&app, &ffmpeg);
     settings.limits.time_limit = Some(Duration::from_secs(2));
     let processor = start_processor(&app, settings).await;
-    let id = queue_job(
-        &app,
-        reeltime::JobKind::Audio,
-        &format!("{}/clip.mp4", media.uri()),
-        json!({"format": "mp3"}),
-    )
-    .await;
     let started = Instant::now();
-    assert!(processor.run_one().await.unwrap());
-    let job = job(&app, &id).await;
+    let job = run_audio_job(&app, &media, &processor).await;
     assert_eq!(job.status, "failed");
     assert_eq!(
         job.error.as_deref(),
@@ -319,11 +333,7 @@ async fn an_ffmpeg_that_runs_past_the_time_limit_is_stopped() {
         )
     );
     assert!(started.elapsed() < Duration::from_secs(60));
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&pid_file);
     assert!(!alive(pid), "the stand-in ({pid}) was stopped");
 }
 
@@ -346,25 +356,13 @@ async fn a_stalled_ffmpeg_is_stopped_even_when_it_ignores_sigterm() {
     settings.limits.stall = Duration::from_secs(1);
     settings.limits.kill_grace = Duration::from_secs(1);
     let processor = start_processor(&app, settings).await;
-    let id = queue_job(
-        &app,
-        reeltime::JobKind::Audio,
-        &format!("{}/clip.mp4", media.uri()),
-        json!({"format": "mp3"}),
-    )
-    .await;
-    assert!(processor.run_one().await.unwrap());
-    let job = job(&app, &id).await;
+    let job = run_audio_job(&app, &media, &processor).await;
     assert_eq!(job.status, "failed");
     assert_eq!(
         job.error.as_deref(),
         Some("stalled: ffmpeg made no progress for 1 s and was stopped")
     );
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid(&pid_file);
     assert!(!alive(pid), "the stand-in ({pid}) was killed");
 }
 
@@ -385,15 +383,7 @@ async fn ffmpeg_runs_niced_capped_in_its_own_group_and_unprivileged_under_root()
         ),
     );
     let processor = start_processor(&app, test_settings(&app, &ffmpeg)).await;
-    let id = queue_job(
-        &app,
-        reeltime::JobKind::Audio,
-        &format!("{}/clip.mp4", media.uri()),
-        json!({"format": "mp3"}),
-    )
-    .await;
-    assert!(processor.run_one().await.unwrap());
-    let job = job(&app, &id).await;
+    let job = run_audio_job(&app, &media, &processor).await;
     assert_eq!(job.status, "succeeded", "{:?}", job.error);
     let facts = lines(&facts);
     assert_eq!(facts.len(), 1, "{facts:?}");
