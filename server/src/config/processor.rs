@@ -20,10 +20,13 @@ pub struct ProcessorBounds {
 }
 
 /// Read the bounds: `var` is a variable's value if set, `value` its value or its default.
+/// `workers` is how many jobs run at once: by default each ffmpeg gets an equal share of the
+/// cores, so a full pool does not run more threads than there are cores.
 pub(super) fn bounds(
     var: &dyn Fn(&str) -> Option<String>,
     value: &dyn Fn(&str) -> String,
     running_as_root: bool,
+    workers: usize,
 ) -> Result<ProcessorBounds, ConfigError> {
     let whole = |name: &'static str| -> Result<u64, ConfigError> {
         at_least_one(name, parse(name, value(name), "a whole number")?)
@@ -81,7 +84,10 @@ pub(super) fn bounds(
         });
     }
     let threads = match var("REELTIME_PROCESSOR_THREADS") {
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / workers.max(1)).max(1)
+        }
         Some(text) => at_least_one(
             "REELTIME_PROCESSOR_THREADS",
             parse("REELTIME_PROCESSOR_THREADS", text, "a whole number")?,
@@ -125,7 +131,7 @@ mod tests {
                     .unwrap()
             })
         };
-        bounds(&var, &value, root)
+        bounds(&var, &value, root, 1)
     }
 
     #[test]
