@@ -366,7 +366,7 @@ fn JobRow(job: RwSignal<Job>, rows: RowContext) -> impl IntoView {
             <td class="job-status">
                 <span class=move || format!("badge badge-{}", status())>{status}</span>
                 <span
-                    class="badge badge-stalled"
+                    class="stalled-flag"
                     hidden=move || !stalled()
                     title=format!("No news from the processor for over {} minutes", stalled_after_secs / 60)
                 >

@@ -155,7 +155,7 @@ fn JobFileView(
         <div class="job-summary" data-job-id=id.to_string() data-status=status>
             <p class="job-state">
                 <span class=move || format!("badge badge-{}", status())>{status}</span>
-                <span class="badge badge-stalled" hidden=move || !stalled()>"stalled"</span>
+                <span class="stalled-flag" hidden=move || !stalled()>"stalled"</span>
                 <progress
                     class="job-progress"
                     max="100"

@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readlinkSync } from 'node:fs';
 import { startServer, launchBrowser, waitHydrated, waitForSample, createDatabase, newContext, api, createJob, sql } from './support.mjs';
 
 let database;
@@ -34,13 +35,22 @@ async function openPage(path = '/', options = {}) {
   return page;
 }
 
-/** The ffmpeg processes working in this server's data directory. */
+/** The ffmpeg processes working in this server's data directory (their working directory is
+ * the attempt's, inside it). */
 function ffmpegsOfThisServer() {
+  let pids;
   try {
-    return execFileSync('pgrep', ['-f', `ffmpeg.*${server.dataDir}`], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
+    pids = execFileSync('pgrep', ['-x', 'ffmpeg'], { encoding: 'utf8' }).trim().split('\n').filter(Boolean);
   } catch {
     return []; // pgrep exits 1 when nothing matches
   }
+  return pids.filter((pid) => {
+    try {
+      return readlinkSync(`/proc/${pid}/cwd`).startsWith(server.dataDir);
+    } catch {
+      return false; // gone meanwhile
+    }
+  });
 }
 
 test('a running job cancelled in tab A is cancelled in tab B within a second, its ffmpeg gone; retried, it succeeds', async () => {
@@ -53,6 +63,10 @@ test('a running job cancelled in tab A is cancelled in tab B within a second, it
   const id = await rowA.getAttribute('data-job-id');
   const rowB = b.locator(`tr.job[data-job-id="${id}"]`);
   await b.locator(`tr.job[data-job-id="${id}"][data-status="processing"]`).waitFor({ timeout: 60_000 });
+  // "processing" is reported as the worker takes the job; ffmpeg starts after the download
+  // and the probe.
+  const started = Date.now() + 60_000;
+  while (ffmpegsOfThisServer().length === 0 && Date.now() < started) await new Promise((r) => setTimeout(r, 100));
   assert.ok(ffmpegsOfThisServer().length > 0, 'ffmpeg runs for the job');
 
   await Promise.all([

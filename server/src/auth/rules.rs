@@ -55,6 +55,7 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     // The dashboard and its server functions.
     ("GET", "/", Page(Viewer)),
     ("POST", "/api/fn/list_jobs", Api(Viewer)),
+    ("POST", "/api/fn/job_detail", Api(Viewer)),
     ("POST", "/api/fn/submit_job", Api(Operator)),
     ("POST", "/api/fn/whoami", Public),
     ("POST", "/api/fn/list_tokens", Api(Viewer)),

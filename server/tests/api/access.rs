@@ -50,6 +50,12 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "POST",
+        "/api/fn/job_detail",
+        "/api/fn/job_detail",
+        "U A A A A A U U",
+    ),
+    (
+        "POST",
         "/api/fn/submit_job",
         "/api/fn/submit_job",
         "U F A A F A U U",
