@@ -20,13 +20,10 @@ pub struct ProcessorBounds {
 }
 
 /// Read the bounds: `var` is a variable's value if set, `value` its value or its default.
-/// `workers` is how many jobs run at once: by default each ffmpeg gets an equal share of the
-/// cores, so a full pool does not run more threads than there are cores.
 pub(super) fn bounds(
     var: &dyn Fn(&str) -> Option<String>,
     value: &dyn Fn(&str) -> String,
     running_as_root: bool,
-    workers: usize,
 ) -> Result<ProcessorBounds, ConfigError> {
     let whole = |name: &'static str| -> Result<u64, ConfigError> {
         at_least_one(name, parse(name, value(name), "a whole number")?)
@@ -83,16 +80,18 @@ pub(super) fn bounds(
             problem: format!("{memory_mb} MB is too little for ffmpeg; use at least 256"),
         });
     }
-    let threads = match var("REELTIME_PROCESSOR_THREADS") {
-        None => {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / workers.max(1)).max(1)
-        }
-        Some(text) => at_least_one(
-            "REELTIME_PROCESSOR_THREADS",
-            parse("REELTIME_PROCESSOR_THREADS", text, "a whole number")?,
-        )? as usize,
-    };
+    // Unset, ffmpeg sizes its own thread pools from the core count (x264 uses 1.5 threads a
+    // core and lookahead threads): an explicit `-threads 2` on a 2-core machine made the
+    // processor bench's encode 8 % slower.
+    let threads = var("REELTIME_PROCESSOR_THREADS")
+        .map(|text| {
+            at_least_one(
+                "REELTIME_PROCESSOR_THREADS",
+                parse("REELTIME_PROCESSOR_THREADS", text, "a whole number")?,
+            )
+            .map(|n| n as usize)
+        })
+        .transpose()?;
     Ok(ProcessorBounds {
         lease: secs("REELTIME_PROCESSOR_LEASE_SECS")?,
         time_limit,
@@ -101,7 +100,7 @@ pub(super) fn bounds(
             run_as,
             nice,
             memory_bytes: Some(memory_mb.saturating_mul(1024 * 1024)),
-            threads: Some(threads),
+            threads,
         },
     })
 }
@@ -131,7 +130,7 @@ mod tests {
                     .unwrap()
             })
         };
-        bounds(&var, &value, root, 1)
+        bounds(&var, &value, root)
     }
 
     #[test]

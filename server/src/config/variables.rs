@@ -175,9 +175,8 @@ pub const VARIABLES: &[Variable] = &[
     },
     Variable {
         name: "REELTIME_PROCESSOR_THREADS",
-        default: "(the CPU cores divided among the workers, at least 1)",
-        help: "The most threads one ffmpeg uses to decode, and to encode; by default a full \
-               pool of workers runs no more threads than there are cores.",
+        default: "(unset: ffmpeg's own, from the number of cores)",
+        help: "The most threads one ffmpeg uses to decode, and to encode.",
     },
     Variable {
         name: "REELTIME_MIN_FREE_DISK_MB",

@@ -10,8 +10,8 @@
 //!   child checks its parent is still the server (the server may have died in between).
 //! - **Another user** when the server runs as root ([`RunAs`], `nobody` unless set), so a
 //!   decoder bug cannot write the server's files or read the database's.
-//! - **A lower CPU priority** (`nice`, and the `SCHED_BATCH` policy), so the dashboard stays
-//!   responsive while every core transcodes, and **a cap on address space** (`RLIMIT_AS`) with glibc's malloc arenas
+//! - **A lower CPU priority** (`nice`), so the dashboard stays responsive while every core
+//!   transcodes, and **a cap on address space** (`RLIMIT_AS`) with glibc's malloc arenas
 //!   bounded, so one input cannot take the machine's memory. Threads are capped with
 //!   ffmpeg's own `-threads` ([`Confinement::threads`]).
 
@@ -105,14 +105,6 @@ impl Confinement {
         // nothing.
         unsafe {
             command.pre_exec(move || {
-                // SCHED_BATCH: a normal-class policy for CPU-bound work that gives up the
-                // wake-up preference, so the server's threads, woken by a request or a
-                // change, get the CPU sooner; it never starves the tool the way SCHED_IDLE
-                // would (the stall watchdog would then fail its job).
-                let param = libc::sched_param { sched_priority: 0 };
-                if libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
                 if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -211,26 +203,24 @@ mod tests {
             memory_bytes: Some(512 << 20),
             ..Confinement::NONE
         };
-        // Fields of /proc/<pid>/stat: 5 the process group, 19 the nice value, 41 the
-        // scheduling policy (3 is SCHED_BATCH).
+        // Field 5 of /proc/self/stat is the process group, 19 the nice value.
         let out = confine
             .command("sh")
             .args([
                 "-c",
-                "echo $$ $(cut -d' ' -f5,19,41 /proc/self/stat) $(ulimit -v)",
+                "echo $$ $(cut -d' ' -f5,19 /proc/self/stat) $(ulimit -v)",
             ])
             .output()
             .await
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let fields: Vec<&str> = text.split_whitespace().collect();
-        assert_eq!(fields.len(), 5, "{text}");
+        assert_eq!(fields.len(), 4, "{text}");
         assert_eq!(
             fields[1], fields[0],
             "the shell leads its own group: {text}"
         );
         assert_eq!(fields[2], "7", "niced: {text}");
-        assert_eq!(fields[3], "3", "SCHED_BATCH: {text}");
-        assert_eq!(fields[4], (512 * 1024).to_string(), "capped: {text}");
+        assert_eq!(fields[3], (512 * 1024).to_string(), "capped: {text}");
     }
 }
