@@ -15,6 +15,9 @@
 
 use super::*;
 
+/// Busy jobs queued per worker.
+const JOBS_PER_WORKER: usize = 4;
+
 /// How many processor workers are checked busy before and after the busy measurements.
 struct Busy {
     workers: usize,
@@ -116,12 +119,13 @@ async fn measure(
     )
     .await?;
 
-    // Every worker busy: one long job each.
+    // Every worker busy: a queue of long jobs, four per worker, so a worker that finishes one
+    // takes the next (ffmpeg's own threads encode the clip in about 10 s here).
     let input_url = format!("http://{}{}/{}", server.address, sample::PATH, sample::NAME);
     let preset = Preset::Video720Webm;
     let submission = json!({ "input_url": input_url, "preset": preset.id() });
-    let mut ids = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let mut ids = Vec::with_capacity(workers * JOBS_PER_WORKER);
+    for _ in 0..workers * JOBS_PER_WORKER {
         let (status, job) = http(&server.address, "POST", "/api/jobs", Some(&submission)).await?;
         if status != 201 {
             return Err(format!("POST /api/jobs: {status} {job}").into());
@@ -202,6 +206,7 @@ async fn measure(
 }
 
 /// How many of the jobs `ids` the dashboard shows as `processing`.
+/// How many of the busy jobs are processing (the rest wait their turn, or are done).
 async fn processing(address: &str, ids: &[String]) -> Result<usize> {
     let mut count = 0;
     for id in ids {
@@ -212,8 +217,8 @@ async fn processing(address: &str, ids: &[String]) -> Result<usize> {
         }
         match job["status"].as_str() {
             Some("processing") => count += 1,
-            Some(end @ ("failed" | "succeeded")) => {
-                return Err(format!("job {id} {end} during the busy phase: {job}").into())
+            Some("failed") => {
+                return Err(format!("job {id} failed during the busy phase: {job}").into())
             }
             _ => {}
         }
