@@ -207,6 +207,9 @@ pub struct BulkAnswer {
 #[utoipa::path(post, path = "/api/jobs/bulk", tag = "jobs", request_body = BulkRequest,
     responses(
         (status = 200, description = "Applied to every job it allows.", body = BulkAnswer),
+        (status = 400, description = "Not JSON.", body = crate::error::ErrorBody),
+        (status = 413, description = "Too large.", body = crate::error::ErrorBody),
+        (status = 415, description = "Not declared as JSON.", body = crate::error::ErrorBody),
         (status = 422, description = "Neither or both of ids and filter, a bad id or filter.", body = crate::error::ErrorBody)))]
 async fn bulk(
     State(state): State<AppState>,
