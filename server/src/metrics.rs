@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -37,7 +37,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::changes::{ChangeFeed, Message};
-use crate::routes::AppState;
 
 pub const PATH: &str = "/metrics";
 
@@ -104,13 +103,15 @@ fn describe() {
     describe_gauge!(WORKERS_BUSY, "Built-in processor workers running a job.");
 }
 
-pub fn router() -> Router<AppState> {
+/// `GET /metrics` (its access rule is the gate's, like every route's). Generic over the app's
+/// state, which it does not read, so this module needs nothing of the HTTP layer.
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route(PATH, get(render))
 }
 
 /// `GET /metrics`.
 #[tracing::instrument(skip_all)]
-async fn render(State(_): State<AppState>) -> Response {
+async fn render() -> Response {
     let handle = handle();
     // Drains histogram samples into their buckets (no background thread is run for it).
     handle.run_upkeep();
