@@ -102,6 +102,20 @@ async fn not_done(
     Ok(status.map_or(Outcome::NotFound, Outcome::Refused))
 }
 
+/// The outcome of an action on job `id` that changed `job` (or nothing), committed.
+async fn settle(
+    mut tx: Transaction<'static, Postgres>,
+    id: JobId,
+    job: Option<Job>,
+) -> Result<Outcome, sqlx::Error> {
+    let outcome = match job {
+        Some(job) => Outcome::Done(Box::new(job)),
+        None => not_done(&mut tx, id).await?,
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
 /// Cancel job `id` if it has not finished.
 #[tracing::instrument(skip(pool, actor), fields(actor = actor.name))]
 pub async fn cancel(pool: &PgPool, id: JobId, actor: &Actor<'_>) -> Result<Outcome, sqlx::Error> {
@@ -117,12 +131,7 @@ pub async fn cancel(pool: &PgPool, id: JobId, actor: &Actor<'_>) -> Result<Outco
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let outcome = match job {
-        Some(job) => Outcome::Done(Box::new(job)),
-        None => not_done(&mut tx, id).await?,
-    };
-    tx.commit().await?;
-    Ok(outcome)
+    settle(tx, id, job).await
 }
 
 /// Retry job `id` if it failed or was cancelled: a new job with its input and options.
@@ -175,12 +184,7 @@ pub async fn delete(pool: &PgPool, id: JobId, actor: &Actor<'_>) -> Result<Outco
     )
     .fetch_optional(&mut *tx)
     .await?;
-    let outcome = match job {
-        Some(job) => Outcome::Done(Box::new(job)),
-        None => not_done(&mut tx, id).await?,
-    };
-    tx.commit().await?;
-    Ok(outcome)
+    settle(tx, id, job).await
 }
 
 /// One job a bulk action changed: its id, and the processor's id for it (to stop or clean up
