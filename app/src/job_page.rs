@@ -257,8 +257,9 @@ fn StoryEntry(event: JobEvent) -> impl IntoView {
     }
 }
 
-/// The processor's account of the work: its command, the input's and output's facts, and the
-/// end of its stderr when it failed.
+/// The processor's account of the work: its command, the input's and output's facts, the end
+/// of its stderr when it failed, and the service's last answer when the reconciler read the
+/// job back (Ittybit's own job object).
 #[component]
 fn TechnicalDetails(details: serde_json::Value) -> impl IntoView {
     let text = |key: &str| details.get(key).and_then(|v| v.as_str()).map(str::to_owned);
@@ -277,11 +278,21 @@ fn TechnicalDetails(details: serde_json::Value) -> impl IntoView {
     });
     let input = facts("input").map(|facts| view! { <dt>"Input"</dt><dd>{facts}</dd> });
     let output = facts("output").map(|facts| view! { <dt>"Output"</dt><dd>{facts}</dd> });
+    let answer = details
+        .get("last_answer")
+        .filter(|answer| !answer.is_null())
+        .map(|answer| serde_json::to_string_pretty(answer).unwrap_or_default())
+        .map(|answer| {
+            view! {
+                <dt>"Last read back"</dt>
+                <dd><pre class="job-command">{answer}</pre></dd>
+            }
+        });
     let stderr = text("stderr").filter(|s| !s.is_empty()).map(|stderr| {
         view! {
             <dt>"ffmpeg said"</dt>
             <dd><pre class="job-stderr">{stderr}</pre></dd>
         }
     });
-    view! { <dl class="job-facts technical">{command}{input}{output}{stderr}</dl> }
+    view! { <dl class="job-facts technical">{command}{input}{output}{stderr}{answer}</dl> }
 }

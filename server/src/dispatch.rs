@@ -271,11 +271,17 @@ impl Dispatcher {
             outbox::quiet_jobs(&self.pool, self.settings.reconcile_after, RECONCILE_BATCH).await?;
         let count = quiet.len();
         for job in quiet {
-            let report = match self.client.get_job(&job.task_id).await {
-                Ok(found) => Normalized {
-                    job_id: Some(job.id),
-                    ..found.normalize()
-                },
+            let report = match self.client.get_job_answer(&job.task_id).await {
+                Ok((found, answer)) => {
+                    // Kept for the job's page: what the service last said about it.
+                    if let Err(err) = jobs::record_answer(&self.pool, job.id, &answer).await {
+                        tracing::warn!(job_id = %job.id, error = %err, "reconcile: keeping the answer failed");
+                    }
+                    Normalized {
+                        job_id: Some(job.id),
+                        ..found.normalize()
+                    }
+                }
                 Err(CallError::Permanent { status: 404, .. }) => Normalized {
                     ittybit_id: Some(job.task_id),
                     job_id: Some(job.id),

@@ -107,13 +107,23 @@ impl IttybitClient {
 
     /// `GET /jobs/{id}`.
     pub async fn get_job(&self, id: &str) -> Result<IttybitJob, CallError> {
+        Ok(self.get_job_answer(id).await?.0)
+    }
+
+    /// `GET /jobs/{id}`, and the answer as it came (a job's page shows the last one).
+    pub async fn get_job_answer(
+        &self,
+        id: &str,
+    ) -> Result<(IttybitJob, serde_json::Value), CallError> {
         let response = self
             .http
             .get(format!("{}/jobs/{id}", self.base_url))
             .headers(self.headers())
             .send()
             .await;
-        read_job(self.service, response).await
+        let (job, body) = read_job_body(self.service, response).await?;
+        let answer = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+        Ok((job, answer))
     }
 
     /// `POST /jobs/{id}/cancel`: the built-in processor's extension (Ittybit documents no
@@ -160,6 +170,14 @@ async fn read_job(
     service: &'static str,
     response: Result<Response, reqwest::Error>,
 ) -> Result<IttybitJob, CallError> {
+    Ok(read_job_body(service, response).await?.0)
+}
+
+/// [`read_job`], and the body it was read from.
+async fn read_job_body(
+    service: &'static str,
+    response: Result<Response, reqwest::Error>,
+) -> Result<(IttybitJob, Vec<u8>), CallError> {
     let response = response.map_err(|err| CallError::Transient {
         reason: if err.is_timeout() {
             format!("{service} did not answer in time")
@@ -178,10 +196,12 @@ async fn read_job(
         retry_after: None,
     })?;
     if status.is_success() {
-        return serde_json::from_slice::<IttybitJob>(&body).map_err(|err| CallError::Transient {
-            reason: format!("{service}'s answer was not a job: {err}"),
-            retry_after: None,
-        });
+        let job =
+            serde_json::from_slice::<IttybitJob>(&body).map_err(|err| CallError::Transient {
+                reason: format!("{service}'s answer was not a job: {err}"),
+                retry_after: None,
+            })?;
+        return Ok((job, body.to_vec()));
     }
     let error = serde_json::from_slice::<IttybitError>(&body).unwrap_or_default();
     let message = if error.message.is_empty() {

@@ -266,7 +266,8 @@ pub async fn apply_report(
          details as (
              insert into job_details (job_id, details) select id, $13 from known
              where $13::jsonb is not null
-             on conflict (job_id) do update set details = excluded.details, updated_at = now())
+             on conflict (job_id) do update
+                 set details = job_details.details || excluded.details, updated_at = now())
          select exists (select 1 from known) as "known!",
                 (select status from updated) as "status?: JobStatus""#,
         job_id.0,
@@ -290,6 +291,26 @@ pub async fn apply_report(
         (true, Some(status)) => Applied::Changed(status),
         (true, None) => Applied::Unchanged,
     })
+}
+
+/// Keep `answer`, the service's last `GET /jobs/{id}` answer about job `id`, beside the job
+/// (`last_answer` in its details, for its page).
+pub async fn record_answer(
+    pool: &PgPool,
+    id: JobId,
+    answer: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "insert into job_details (job_id, details)
+         select id, jsonb_build_object('last_answer', $2::jsonb) from jobs where id = $1
+         on conflict (job_id) do update
+             set details = job_details.details || excluded.details, updated_at = now()",
+        id.0,
+        answer,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// How job `id`'s work was done, as its processor last reported it.

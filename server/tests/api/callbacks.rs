@@ -232,4 +232,8 @@ async fn the_reconciler_heals_a_lost_webhook() {
     let id = queued_job(&app, "job_quiet").await;
     let healed = wait_for_status(&app, &id, "succeeded", Duration::from_secs(10)).await;
     assert_eq!(healed["output_url"], "https://cdn.example.com/healed.mp4");
+    // The answer is kept for the job's page.
+    let html = app.get_text(&format!("/jobs/{id}")).await;
+    assert!(html.contains("Last read back"), "{html}");
+    assert!(html.contains("healed.mp4"), "{html}");
 }
