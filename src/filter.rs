@@ -41,6 +41,9 @@ pub struct FilterError {
 }
 
 impl JobFilter {
+    /// The query parameters a filter is made of.
+    pub const KEYS: [&'static str; 6] = ["status", "kind", "preset", "q", "from", "to"];
+
     /// Whether no condition is set.
     pub fn is_empty(&self) -> bool {
         *self == JobFilter::default()

@@ -191,31 +191,11 @@ pub fn BulkBar(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reeltime::{JobId, JobKind};
-    use time::macros::datetime;
 
     fn job(status: JobStatus, options: serde_json::Value) -> Job {
-        let at = datetime!(2026-12-01 12:00 UTC);
         Job {
-            id: JobId(uuid::Uuid::nil()),
-            input_url: "https://example.com/a.mp4".into(),
-            kind: JobKind::Video,
             options,
-            status,
-            task_id: None,
-            output_url: None,
-            error: None,
-            created_at: at,
-            updated_at: at,
-            progress: None,
-            output_duration_ms: None,
-            output_size: None,
-            output_width: None,
-            output_height: None,
-            input_size: None,
-            version: 1,
-            created_by: None,
-            retry_of: None,
+            ..crate::store::tests::job(0, 1, status)
         }
     }
 

@@ -9,13 +9,10 @@ use reeltime::{JobFilter, JobKind, JobStatus, Preset};
 
 use crate::api::{encode, filter_query};
 
-/// The query parameters a filter is made of.
-pub const FILTER_KEYS: [&str; 6] = ["status", "kind", "preset", "q", "from", "to"];
-
 /// The filter part of a page's query, as a query string (what the server function reads,
 /// and names what is wrong with).
 pub fn filter_part(query: &ParamsMap) -> String {
-    FILTER_KEYS
+    JobFilter::KEYS
         .iter()
         .filter_map(|key| {
             let value = query.get(key)?;

@@ -174,13 +174,14 @@ impl JobStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use reeltime::{JobKind, JobStatus};
     use time::macros::datetime;
     use uuid::Uuid;
 
-    fn job(n: u128, version: i64, status: JobStatus) -> Job {
+    /// Job `n` (created `n` seconds after noon on 2026-12-01) at `version`, in `status`.
+    pub(crate) fn job(n: u128, version: i64, status: JobStatus) -> Job {
         let at = datetime!(2026-12-01 12:00 UTC) + time::Duration::seconds(n as i64);
         Job {
             id: JobId(Uuid::from_u128(n)),

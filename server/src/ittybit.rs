@@ -105,11 +105,6 @@ impl IttybitClient {
         read_job(self.service, response).await
     }
 
-    /// `GET /jobs/{id}`.
-    pub async fn get_job(&self, id: &str) -> Result<IttybitJob, CallError> {
-        Ok(self.get_job_answer(id).await?.0)
-    }
-
     /// `GET /jobs/{id}`, and the answer as it came (a job's page shows the last one).
     pub async fn get_job_answer(
         &self,

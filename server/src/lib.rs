@@ -18,3 +18,4 @@ pub mod retention;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod unix_user;

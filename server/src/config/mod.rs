@@ -258,7 +258,7 @@ impl Settings {
             sample_clip: switch("REELTIME_SAMPLE_CLIP", value("REELTIME_SAMPLE_CLIP"))?,
             ffmpeg: value("REELTIME_PROCESSOR_FFMPEG"),
             ffprobe: value("REELTIME_PROCESSOR_FFPROBE"),
-            bounds: processor::bounds(&var, &value, processor::running_as_root())?,
+            bounds: processor::bounds(&var, &value, crate::unix_user::is_root())?,
             min_free_disk_mb: whole("REELTIME_MIN_FREE_DISK_MB")?,
         };
         let host: IpAddr = parse("REELTIME_HOST", value("REELTIME_HOST"), "an IP address")?;

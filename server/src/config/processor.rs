@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::processor::confine::{is_root, Confinement, RunAs};
+use crate::processor::confine::{Confinement, RunAs};
 
 use super::{at_least_one, parse, ConfigError};
 
@@ -103,11 +103,6 @@ pub(super) fn bounds(
             threads,
         },
     })
-}
-
-/// Whether this process may run ffmpeg as another user.
-pub(super) fn running_as_root() -> bool {
-    is_root()
 }
 
 #[cfg(test)]

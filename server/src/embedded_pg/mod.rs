@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 
+use crate::unix_user::RunAs;
 use launcher::{Launch, Launcher};
 pub use setup::find_bindir;
 use setup::{init_cluster, log_tail, run_as, stop_child};
@@ -87,13 +88,6 @@ pub enum EmbeddedPgError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedPgError {
     let what = what.into();
     move |source| EmbeddedPgError::Io { what, source }
-}
-
-/// The user the cluster runs as, when Reeltime itself runs as root.
-#[derive(Clone, Copy, Debug)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
 }
 
 /// A running embedded cluster. Dropping it stops Postgres.

@@ -182,19 +182,12 @@ fn is_postmaster_of(pid: i32, cluster_dir: &Path) -> bool {
 }
 
 pub(super) fn run_as() -> Result<Option<RunAs>, EmbeddedPgError> {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::unix_user::is_root() {
         return Ok(None);
     }
-    let name = std::ffi::CString::new(SUPERUSER).expect("no NUL in a constant");
-    // SAFETY: getpwnam returns a pointer into static storage or NULL; we copy the two fields
-    // we need before anything else can call it (start-up runs before other threads use it).
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    if entry.is_null() {
-        return Err(EmbeddedPgError::NoUnprivilegedUser);
-    }
-    let (uid, gid) = unsafe { ((*entry).pw_uid, (*entry).pw_gid) };
-    Ok(Some(RunAs { uid, gid }))
+    RunAs::named(SUPERUSER)
+        .map(Some)
+        .ok_or(EmbeddedPgError::NoUnprivilegedUser)
 }
 
 /// Where `initdb` and `postgres` are: `pg_config --bindir`, then PATH, then the newest

@@ -32,8 +32,6 @@ use super::workdir::{self, WorkDir};
 use super::Processor;
 use crate::backoff::Backoff;
 
-/// How long a claimed job stays its worker's without renewal, unless set otherwise.
-pub const LEASE: Duration = Duration::from_secs(30);
 /// How long ffprobe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Tries at downloading an input when the failures are worth retrying.

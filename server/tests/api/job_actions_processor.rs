@@ -7,16 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{eventually, spawn_app_with};
 use crate::processor::media_server;
-use crate::processor_paths::{endless_ffmpeg, running, tool_dir};
-
-/// The files in `dir` (none when it does not exist).
-fn files_in(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect()
-}
+use crate::processor_paths::{endless_ffmpeg, files_in, running, started, tool_dir};
 
 #[tokio::test]
 async fn cancelling_a_running_job_stops_its_ffmpeg_within_two_seconds() {
@@ -37,13 +28,7 @@ async fn cancelling_a_running_job_stops_its_ffmpeg_within_two_seconds() {
         )
         .await;
     let id = job["id"].as_str().unwrap().to_owned();
-    let pid: i32 = eventually(Duration::from_secs(120), || async {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-            .ok_or_else(|| "ffmpeg has not started".to_owned())
-    })
-    .await;
+    let pid = started(&pid_file, Duration::from_secs(120)).await;
     let work = app.data_dir.join("processor").join("work");
     assert_eq!(files_in(&work).len(), 1, "the attempt's directory");
 

@@ -17,7 +17,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::helpers::{eventually, spawn_app_with, test_database_url, TestApp};
 use crate::processor::{clip, media_server, spawn_processor, start_processor, test_settings};
-use crate::processor_paths::tool_dir;
+use crate::processor_paths::{files_in, pid_in, running, tool_dir};
 
 /// Queue a job of `kind` with `options` straight into the processor's table.
 async fn queue_job(
@@ -75,15 +75,6 @@ fn lines(file: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The pid a stand-in wrote.
-fn read_pid(file: &Path) -> i32 {
-    std::fs::read_to_string(file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Queue an MP3 of the clip served by `media`, run it on `processor`, and read it back.
 async fn run_audio_job(app: &TestApp, media: &MockServer, processor: &Processor) -> ProcessorJob {
     let id = queue_job(
@@ -95,25 +86,6 @@ async fn run_audio_job(app: &TestApp, media: &MockServer, processor: &Processor)
     .await;
     assert!(processor.run_one().await.unwrap());
     job(app, &id).await
-}
-
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let zombie = stat
-        .rsplit_once(')')
-        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-    !stat.is_empty() && !zombie
-}
-
-/// Files in `dir`, sorted (none when it does not exist).
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
-    names
 }
 
 #[tokio::test]
@@ -333,8 +305,8 @@ async fn an_ffmpeg_that_runs_past_the_time_limit_is_stopped() {
         )
     );
     assert!(started.elapsed() < Duration::from_secs(60));
-    let pid = read_pid(&pid_file);
-    assert!(!alive(pid), "the stand-in ({pid}) was stopped");
+    let pid = pid_in(&pid_file).expect("the stand-in wrote its pid");
+    assert!(!running(pid), "the stand-in ({pid}) was stopped");
 }
 
 #[tokio::test]
@@ -362,8 +334,8 @@ async fn a_stalled_ffmpeg_is_stopped_even_when_it_ignores_sigterm() {
         job.error.as_deref(),
         Some("stalled: ffmpeg made no progress for 1 s and was stopped")
     );
-    let pid = read_pid(&pid_file);
-    assert!(!alive(pid), "the stand-in ({pid}) was killed");
+    let pid = pid_in(&pid_file).expect("the stand-in wrote its pid");
+    assert!(!running(pid), "the stand-in ({pid}) was killed");
 }
 
 #[tokio::test]
@@ -472,10 +444,10 @@ async fn a_server_killed_mid_job_leaves_no_ffmpeg_and_no_partial_file_and_the_jo
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(alive(first), "ffmpeg runs mid-job");
+    assert!(running(first), "ffmpeg runs mid-job");
     server.kill().await.unwrap(); // SIGKILL: no shutdown code runs
     eventually(Duration::from_secs(10), || async {
-        match alive(first) {
+        match running(first) {
             false => Ok(()),
             true => Err(format!("ffmpeg ({first}) outlived the server")),
         }

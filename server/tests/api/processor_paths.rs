@@ -104,6 +104,30 @@ pub(crate) fn endless_ffmpeg(dir: &Path, pid_file: &Path) -> String {
     script.to_string_lossy().into_owned()
 }
 
+/// The pid a stand-in wrote to `file`, once it has.
+pub(crate) fn pid_in(file: &Path) -> Option<i32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+/// Wait, up to `within`, until a stand-in has started and written its pid to `file`.
+pub(crate) async fn started(file: &Path, within: Duration) -> i32 {
+    eventually(within, || async {
+        pid_in(file).ok_or_else(|| "ffmpeg has not started".to_owned())
+    })
+    .await
+}
+
+/// The files in `dir`, sorted (none when it does not exist).
+pub(crate) fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
 pub(crate) fn running(pid: i32) -> bool {
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = state
@@ -126,13 +150,7 @@ async fn on_shutdown_ffmpeg_is_stopped_and_the_job_goes_back_to_the_queue() {
     .await;
     let media = media_server().await;
     let id = queue(&app, &format!("{}/clip.mp4", media.uri())).await;
-    let ffmpeg_pid: i32 = eventually(Duration::from_secs(60), || async {
-        std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-            .ok_or_else(|| "ffmpeg has not started".to_owned())
-    })
-    .await;
+    let ffmpeg_pid = started(&pid_file, Duration::from_secs(60)).await;
     let pool = PgPool::connect(&test_database_url(&app)).await.unwrap();
     let job = store::get(&pool, &id).await.unwrap().unwrap();
     assert_eq!((job.status.as_str(), job.attempts), ("processing", 1));
