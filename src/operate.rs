@@ -186,6 +186,15 @@ impl JobEvent {
             other => format!("{other} ({})", self.actor),
         }
     }
+
+    /// The technical detail behind a step's plain error (a network failure's own chain of
+    /// messages, never a URL), which the job's page shows folded under the sentence.
+    pub fn technical(&self) -> Option<&str> {
+        self.detail
+            .get("technical")
+            .and_then(|v| v.as_str())
+            .filter(|text| !text.is_empty())
+    }
 }
 
 impl Preset {
@@ -282,7 +291,29 @@ mod tests {
         ];
         for (event, sentence) in cases {
             assert_eq!(event.describe(), sentence);
+            assert_eq!(event.technical(), None);
         }
+    }
+
+    #[test]
+    fn a_failed_call_reads_plainly_and_keeps_its_technical_detail_apart() {
+        let event = JobEvent {
+            at: time::OffsetDateTime::UNIX_EPOCH,
+            kind: "dispatch".to_owned(),
+            actor: "the dispatcher".to_owned(),
+            detail: serde_json::json!({
+                "attempt": 2,
+                "error": "Ittybit could not be reached: the connection was refused",
+                "technical": "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)",
+                "retry_in_secs": 4.0,
+            }),
+        };
+        assert_eq!(
+            event.describe(),
+            "Sending it failed (attempt 2), to be tried again: Ittybit could not be reached: \
+             the connection was refused"
+        );
+        assert!(event.technical().unwrap().contains("os error 111"));
     }
 
     #[test]

@@ -248,17 +248,27 @@ fn StoryEntry(event: JobEvent) -> impl IntoView {
             "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
         ))
         .unwrap_or_default();
+    let technical = event.technical().map(str::to_owned).map(|technical| {
+        view! {
+            <details class="technical-detail">
+                <summary>"Technical detail"</summary>
+                <pre>{technical}</pre>
+            </details>
+        }
+    });
     view! {
         <li class="story-entry" data-kind=event.kind.clone()>
             <time datetime=at>{shown}</time>
             " "
             <span>{event.describe()}</span>
+            {technical}
         </li>
     }
 }
 
 /// The processor's account of the work: its command, the input's and output's facts, the end
-/// of its stderr when it failed, and the service's last answer when the reconciler read the
+/// of its stderr when it failed (or the network's own words when the input could not be
+/// downloaded), and the service's last answer when the reconciler read the
 /// job back (Ittybit's own job object).
 #[component]
 fn TechnicalDetails(details: serde_json::Value) -> impl IntoView {
@@ -288,11 +298,17 @@ fn TechnicalDetails(details: serde_json::Value) -> impl IntoView {
                 <dd><pre class="job-command">{answer}</pre></dd>
             }
         });
+    let failure = text("failure").filter(|s| !s.is_empty()).map(|failure| {
+        view! {
+            <dt>"Why it failed"</dt>
+            <dd><pre class="job-failure">{failure}</pre></dd>
+        }
+    });
     let stderr = text("stderr").filter(|s| !s.is_empty()).map(|stderr| {
         view! {
             <dt>"ffmpeg said"</dt>
             <dd><pre class="job-stderr">{stderr}</pre></dd>
         }
     });
-    view! { <dl class="job-facts technical">{command}{input}{output}{stderr}{answer}</dl> }
+    view! { <dl class="job-facts technical">{command}{input}{output}{failure}{stderr}{answer}</dl> }
 }

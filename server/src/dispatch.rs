@@ -160,17 +160,23 @@ impl Dispatcher {
             }
             Err(CallError::Transient {
                 reason,
+                detail,
                 retry_after,
             }) if (job.attempts as u32) < settings.max_attempts => {
                 let delay = Backoff::new(settings.backoff, MAX_RETRY_DELAY)
                     .delay(job.attempts as u32)
                     .max(retry_after.unwrap_or_default());
-                tracing::info!(retry_in = ?delay, error = %reason, "dispatch will be retried");
-                self.schedule_retry(job.id, delay, &reason).await
+                tracing::info!(retry_in = ?delay, error = %reason, ?detail, "dispatch will be retried");
+                self.schedule_retry(job.id, delay, &reason, detail.as_deref())
+                    .await
             }
             Err(err) => {
-                tracing::warn!(error = %err, "dispatch failed for good");
-                self.fail(job.id, &err.to_string()).await
+                let detail = match &err {
+                    CallError::Transient { detail, .. } => detail.clone(),
+                    CallError::Permanent { .. } => None,
+                };
+                tracing::warn!(error = %err, ?detail, "dispatch failed for good");
+                self.fail(job.id, &err.to_string(), detail.as_deref()).await
             }
         };
         if let Err(err) = stored {
@@ -199,7 +205,14 @@ impl Dispatcher {
         Ok(())
     }
 
-    async fn fail(&self, id: JobId, error: &str) -> Result<(), sqlx::Error> {
+    /// The job fails for good; its story keeps the error and, where there is one, the
+    /// technical detail behind it (`technical`).
+    async fn fail(
+        &self,
+        id: JobId,
+        error: &str,
+        technical: Option<&str>,
+    ) -> Result<(), sqlx::Error> {
         jobs::fail_pending(&self.pool, id, error).await?;
         sqlx::query!(
             "with done as (
@@ -207,10 +220,12 @@ impl Dispatcher {
                  returning job_id, attempts)
              insert into job_events (job_id, kind, actor, detail)
              select job_id, 'dispatch', 'the dispatcher',
-                    jsonb_build_object('attempt', attempts, 'error', $2::text, 'final', true)
+                    jsonb_strip_nulls(jsonb_build_object('attempt', attempts, 'error', $2::text,
+                                                         'final', true, 'technical', $3::text))
              from done",
             id.0,
-            error
+            error,
+            technical
         )
         .execute(&self.pool)
         .await?;
@@ -222,6 +237,7 @@ impl Dispatcher {
         id: JobId,
         delay: Duration,
         error: &str,
+        technical: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query!(
             "with later as (
@@ -231,12 +247,14 @@ impl Dispatcher {
                  returning job_id, attempts)
              insert into job_events (job_id, kind, actor, detail)
              select job_id, 'dispatch', 'the dispatcher',
-                    jsonb_build_object('attempt', attempts, 'error', $3::text,
-                                       'retry_in_secs', round($2::numeric, 1))
+                    jsonb_strip_nulls(jsonb_build_object('attempt', attempts, 'error', $3::text,
+                                       'retry_in_secs', round($2::numeric, 1),
+                                       'technical', $4::text))
              from later",
             id.0,
             delay.as_secs_f64(),
-            error
+            error,
+            technical
         )
         .execute(&self.pool)
         .await?;

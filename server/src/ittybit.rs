@@ -8,13 +8,18 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::net_error::{Cause, NetworkFailure};
+
 /// How a call failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
-    /// Worth trying again: a timeout, a connection failure, a 5xx, or a 429.
+    /// Worth trying again: a timeout, a connection failure, a 5xx, or a 429. `reason` is in
+    /// plain words (a job's error and its page show it); `detail` is the technical chain of
+    /// messages behind it, without the URL, for the job's page ([`crate::net_error`]).
     #[error("{reason}")]
     Transient {
         reason: String,
+        detail: Option<String>,
         /// What a 429 (or 503) asked us to wait.
         retry_after: Option<Duration>,
     },
@@ -142,19 +147,13 @@ impl IttybitClient {
             .headers(self.headers())
             .send()
             .await
-            .map_err(|err| CallError::Transient {
-                reason: format!(
-                    "{} could not be reached: {}",
-                    self.service,
-                    err.without_url()
-                ),
-                retry_after: None,
-            })?;
+            .map_err(|err| unreachable(self.service, err))?;
         match response.status() {
             StatusCode::NO_CONTENT | StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             status => Err(CallError::Transient {
                 reason: format!("{} answered HTTP {}", self.service, status.as_u16()),
+                detail: None,
                 retry_after: None,
             }),
         }
@@ -173,34 +172,29 @@ async fn read_job_body(
     service: &'static str,
     response: Result<Response, reqwest::Error>,
 ) -> Result<(IttybitJob, Vec<u8>), CallError> {
-    let response = response.map_err(|err| CallError::Transient {
-        reason: if err.is_timeout() {
-            format!("{service} did not answer in time")
-        } else {
-            format!("{service} could not be reached: {}", err.without_url())
-        },
-        retry_after: None,
-    })?;
+    let response = response.map_err(|err| unreachable(service, err))?;
     let status = response.status();
     let retry_after = retry_after(response.headers());
-    let body = response.bytes().await.map_err(|err| CallError::Transient {
-        reason: format!(
-            "{service}'s answer could not be read: {}",
-            err.without_url()
-        ),
-        retry_after: None,
+    let body = response.bytes().await.map_err(|err| {
+        let failure = NetworkFailure::of(err);
+        CallError::Transient {
+            reason: format!("{service}'s answer broke off before it was complete"),
+            detail: Some(failure.detail),
+            retry_after: None,
+        }
     })?;
     if status.is_success() {
         let job =
             serde_json::from_slice::<IttybitJob>(&body).map_err(|err| CallError::Transient {
-                reason: format!("{service}'s answer was not a job: {err}"),
+                reason: format!("{service} answered with something other than a job"),
+                detail: Some(format!("{err}; the answer began: {}", excerpt(&body))),
                 retry_after: None,
             })?;
         return Ok((job, body.to_vec()));
     }
     let error = serde_json::from_slice::<IttybitError>(&body).unwrap_or_default();
     let message = if error.message.is_empty() {
-        String::from_utf8_lossy(&body).chars().take(300).collect()
+        excerpt(&body)
     } else {
         error.message
     };
@@ -210,6 +204,7 @@ async fn read_job_body(
     {
         Err(CallError::Transient {
             reason: format!("{service} answered HTTP {}: {message}", status.as_u16()),
+            detail: None,
             retry_after,
         })
     } else {
@@ -224,6 +219,39 @@ async fn read_job_body(
             message,
         })
     }
+}
+
+/// A request that got no answer, in plain words ("Ittybit could not be reached: the
+/// connection was refused"), with the network's own messages as its detail.
+fn unreachable(service: &'static str, err: reqwest::Error) -> CallError {
+    let failure = NetworkFailure::of(err);
+    let why = match failure.cause {
+        Cause::Timeout => return timed_out(service, failure.detail),
+        Cause::Dns => "its host name could not be found",
+        Cause::Refused => "the connection was refused",
+        Cause::Tls => "its HTTPS certificate was not accepted",
+        Cause::Closed => "the connection was closed before it answered",
+        Cause::Unreachable => "there is no route to it from this server",
+        Cause::Other => "a network error",
+    };
+    CallError::Transient {
+        reason: format!("{service} could not be reached: {why}"),
+        detail: Some(failure.detail),
+        retry_after: None,
+    }
+}
+
+fn timed_out(service: &'static str, detail: String) -> CallError {
+    CallError::Transient {
+        reason: format!("{service} did not answer in time"),
+        detail: Some(detail),
+        retry_after: None,
+    }
+}
+
+/// The start of a body, as text, for a message: at most 300 characters.
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(body).chars().take(300).collect()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and ignored).

@@ -12,6 +12,7 @@ pub mod embedded_pg;
 pub mod error;
 pub mod ittybit;
 pub mod metrics;
+pub mod net_error;
 pub mod processor;
 pub mod proxy;
 pub mod retention;

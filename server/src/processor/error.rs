@@ -28,6 +28,10 @@ pub enum JobError {
     /// The input or the options cannot be processed; the text says why, in plain words.
     #[error("{0}")]
     Input(String),
+    /// The input could not be downloaded; the text says why in plain words, and
+    /// [`JobError::technical`] keeps the network's own messages for the job's page.
+    #[error("{0}")]
+    Download(super::fetch::FetchError),
     /// The job's worker kept dying with it.
     #[error("processing was interrupted {0} times; giving up")]
     Interrupted(i32),
@@ -84,7 +88,10 @@ impl JobError {
     pub fn is_servers(&self) -> bool {
         !matches!(
             self,
-            JobError::Input(_) | JobError::Interrupted(_) | JobError::TimeLimit(_)
+            JobError::Input(_)
+                | JobError::Download(_)
+                | JobError::Interrupted(_)
+                | JobError::TimeLimit(_)
         )
     }
 
@@ -100,6 +107,16 @@ impl JobError {
                 tool.name()
             ),
             other => other.to_string(),
+        }
+    }
+
+    /// The technical detail behind [`JobError::message`] that the job's page may show to its
+    /// viewers (`details.failure`): a download's chain of network messages. The server's own
+    /// faults keep theirs in the log (paths and OS errors say too much about the server).
+    pub fn technical(&self) -> Option<String> {
+        match self {
+            JobError::Download(err) => err.technical().map(str::to_owned),
+            _ => None,
         }
     }
 
@@ -137,5 +154,23 @@ mod tests {
         let input = JobError::input("the input has no video stream");
         assert!(!input.is_servers());
         assert_eq!(input.message(), "the input has no video stream");
+        assert_eq!(input.technical(), None);
+    }
+
+    #[test]
+    fn a_failed_download_is_the_inputs_problem_and_keeps_its_detail() {
+        let err = JobError::Download(super::super::fetch::FetchError::Network {
+            plain: "the input URL's server refused the connection",
+            detail: "tcp connect error: Connection refused (os error 111)".to_owned(),
+        });
+        assert!(!err.is_servers());
+        assert_eq!(
+            err.message(),
+            "the input URL's server refused the connection"
+        );
+        assert_eq!(
+            err.technical().as_deref(),
+            Some("tcp connect error: Connection refused (os error 111)")
+        );
     }
 }

@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::confine::Group;
 use super::error::{JobError, Tool};
+use super::given::GivenClock;
 use super::media::{MediaOptions, Output, ProgressParser, VideoCodec};
 use super::probe::failure_reason;
 use super::store::{self, ProcessorJob};
@@ -33,7 +34,7 @@ const STDERR_LINE_CHARS: usize = 500;
 /// How an attempt's work was done, as the job object reports it (`details`, a Reeltime
 /// extension): the ffmpeg command (its files named `input` and `output` in the attempt's own
 /// directory, so no server path shows), what ffprobe found in the input and the output, and
-/// on failure the end of ffmpeg's stderr.
+/// on failure the end of ffmpeg's stderr, or the technical detail of a failed download.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Details {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -44,6 +45,10 @@ pub struct Details {
     pub output: Option<super::probe::Probe>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stderr: Option<String>,
+    /// Why it failed, technically, where the job's error says it plainly: a download's chain
+    /// of network messages ([`super::error::JobError::technical`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl Details {

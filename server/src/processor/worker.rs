@@ -130,6 +130,7 @@ impl Processor {
             }
             Err(err) => {
                 err.log();
+                details.failure = err.technical();
                 Some(err.message())
             }
         };
@@ -242,7 +243,7 @@ impl Processor {
                 action: "save the downloaded input",
                 source,
             }),
-            Err(err) => Err(JobError::input(err)),
+            Err(err) => Err(JobError::Download(err)),
         }
     }
 

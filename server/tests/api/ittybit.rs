@@ -353,9 +353,14 @@ async fn a_crash_between_the_call_and_storing_it_retries_with_the_same_key() {
 
 /// A dispatcher of the test's own, on the app's database, sending to `ittybit`.
 fn dispatcher(app: &TestApp, ittybit: &MockServer, concurrency: usize) -> Dispatcher {
+    dispatcher_to(app, &ittybit.uri(), concurrency)
+}
+
+/// A dispatcher of the test's own, sending to whatever listens (or not) at `base_url`.
+fn dispatcher_to(app: &TestApp, base_url: &str, concurrency: usize) -> Dispatcher {
     let client = IttybitClient::new(IttybitConfig {
         service: "Ittybit",
-        base_url: ittybit.uri(),
+        base_url: base_url.to_owned(),
         api_key: "test-key".to_owned().into(),
         api_version: None,
         timeout: Duration::from_secs(10),
@@ -467,4 +472,47 @@ async fn the_server_gives_up_after_reeltime_dispatch_max_attempts() {
     .await
     .unwrap();
     assert_eq!(attempts, 3);
+}
+
+#[tokio::test]
+async fn an_unreachable_service_fails_the_job_plainly_and_its_page_keeps_the_detail() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = spawn_app_with(&[]).await;
+    let dispatcher = dispatcher_to(&app, &format!("http://127.0.0.1:{port}"), 1);
+    let id = submit(&app, "https://example.com/far.mp4").await;
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1, "the first try");
+    assert_eq!(dispatcher.run_once().await.unwrap(), 1, "the last try");
+    let failed = job(&app, &id).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(
+        failed["error"], "Ittybit could not be reached: the connection was refused",
+        "plain words, not the network's: {failed}"
+    );
+
+    let html = app.get_text(&format!("/jobs/{id}")).await;
+    assert!(
+        html.contains(
+            "Sending it failed (attempt 1), to be tried again: Ittybit could not be reached: \
+             the connection was refused"
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains("Sending it failed for good (attempt 2)"),
+        "{html}"
+    );
+    assert_eq!(
+        html.matches("<summary>Technical detail</summary>").count(),
+        2,
+        "each failed try keeps its detail: {html}"
+    );
+    assert!(
+        html.contains("Connection refused (os error 111)"),
+        "the network's own words are on the page: {html}"
+    );
 }

@@ -156,3 +156,49 @@ async fn deleting_a_finished_job_deletes_its_output() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn a_failed_download_reads_plainly_with_its_technical_detail_on_the_jobs_page() {
+    let app = spawn_app_with(&[
+        ("REELTIME_PROCESSOR", "on"),
+        ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
+        ("REELTIME_PROCESSOR_WORKERS", "1"),
+    ])
+    .await;
+    // A port nothing listens on; the input's URL carries a token, as signed URLs do.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let job = app
+        .create_job(json!({
+            "input_url": format!("http://127.0.0.1:{port}/clip.mp4?token=s3cr3t"),
+            "preset": "audio_mp3_192",
+        }))
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // Three tries at the download, two and four seconds apart.
+    let failed =
+        crate::ittybit::wait_for_status(&app, &id, "failed", Duration::from_secs(60)).await;
+    assert_eq!(
+        failed["error"], "the input URL's server refused the connection",
+        "{failed}"
+    );
+
+    let html = app.get_text(&format!("/jobs/{id}")).await;
+    let failure = html
+        .split_once("<pre class=\"job-failure\">")
+        .and_then(|(_, rest)| rest.split_once("</pre>"))
+        .map(|(failure, _)| failure)
+        .unwrap_or_else(|| panic!("no technical detail on the page: {html}"));
+    assert!(html.contains("<dt>Why it failed</dt>"), "{html}");
+    assert!(
+        failure.contains("Connection refused (os error 111)"),
+        "{failure}"
+    );
+    assert!(
+        !failure.contains("s3cr3t") && !failure.contains("clip.mp4"),
+        "the detail never carries the URL: {failure}"
+    );
+}

@@ -43,6 +43,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt;
 use url::{Host, Url};
 
+use crate::net_error::{Cause, NetworkFailure};
+
 /// The User-Agent header of every request.
 const USER_AGENT: &str = "reeltime-processor";
 
@@ -122,10 +124,12 @@ pub enum FetchError {
     /// Connecting or downloading took too long.
     #[error("the input took too long to download (the connection or the transfer timed out)")]
     Timeout,
-    /// Any other failure to reach the server or read its answer, in plain words (the
-    /// technical detail, hyper's and the resolver's messages, goes to the log).
-    #[error("{0}")]
-    Network(String),
+    /// Any other failure to reach the server or read its answer: `plain` in plain words (the
+    /// job's error), `detail` the technical chain of messages, hyper's and the resolver's,
+    /// without the URL (the job's page shows it under "Technical detail"; see
+    /// [`crate::net_error`]).
+    #[error("{plain}")]
+    Network { plain: &'static str, detail: String },
     /// The local file could not be written.
     #[error("the downloaded input could not be saved to a local file: {0}")]
     Io(#[from] std::io::Error),
@@ -142,7 +146,7 @@ impl FetchError {
     /// Whether trying again later may succeed: timeouts, network failures, 5xx and 429 answers.
     pub fn is_retryable(&self) -> bool {
         match self {
-            FetchError::Timeout | FetchError::Network(_) => true,
+            FetchError::Timeout | FetchError::Network { .. } => true,
             FetchError::Status(code) => *code >= 500 || *code == 429,
             FetchError::Invalid(_)
             | FetchError::Refused { .. }
@@ -166,38 +170,40 @@ impl FetchError {
         if err.is_timeout() {
             return FetchError::Timeout;
         }
-        let detail = error_chain(&err.without_url());
+        let NetworkFailure { cause, detail } = NetworkFailure::of(err);
         tracing::info!(%detail, "downloading an input failed");
-        FetchError::Network(plain_network_reason(&detail).to_owned())
+        FetchError::Network {
+            plain: plain_network_reason(cause),
+            detail,
+        }
+    }
+
+    /// The technical detail behind the plain message, for the job's page: the chain of
+    /// messages of a network failure (never the URL, nor a refused address).
+    pub fn technical(&self) -> Option<&str> {
+        match self {
+            FetchError::Network { detail, .. } => Some(detail),
+            _ => None,
+        }
     }
 }
 
-/// What a network failure means for the person who submitted the job, from the technical
-/// chain of messages ("error sending request: client error (Connect): dns error: …").
-fn plain_network_reason(detail: &str) -> &'static str {
-    let detail = detail.to_ascii_lowercase();
-    let has = |needles: &[&str]| needles.iter().any(|needle| detail.contains(needle));
-    if has(&[
-        "dns error",
-        "failed to lookup address",
-        "name or service not known",
-    ]) {
-        "the input URL's host could not be found: check the address"
-    } else if has(&["connection refused"]) {
-        "the input URL's server refused the connection"
-    } else if has(&["certificate", "tls", "ssl"]) {
-        "the input URL's server has an invalid or untrusted HTTPS certificate"
-    } else if has(&[
-        "connection reset",
-        "connection closed",
-        "unexpected eof",
-        "incomplete",
-    ]) {
-        "the input URL's server closed the connection before the whole file arrived"
-    } else if has(&["network is unreachable", "no route to host"]) {
-        "the input URL's server cannot be reached from here"
-    } else {
-        "the input could not be downloaded because of a network error; try again later"
+/// What a network failure means for the person who submitted the job.
+fn plain_network_reason(cause: Cause) -> &'static str {
+    match cause {
+        Cause::Dns => "the input URL's host could not be found: check the address",
+        Cause::Refused => "the input URL's server refused the connection",
+        Cause::Tls => "the input URL's server has an invalid or untrusted HTTPS certificate",
+        Cause::Closed => {
+            "the input URL's server closed the connection before the whole file arrived"
+        }
+        Cause::Unreachable => "the input URL's server cannot be reached from here",
+        Cause::Timeout => {
+            "the input took too long to download (the connection or the transfer timed out)"
+        }
+        Cause::Other => {
+            "the input could not be downloaded because of a network error; try again later"
+        }
     }
 }
 
@@ -209,22 +215,6 @@ fn limit_text(max_bytes: u64) -> String {
     } else {
         format!("{max_bytes}-byte")
     }
-}
-
-/// An error and its sources, joined with `": "`, leaving out a source whose text the previous
-/// message already contains (hyper and reqwest sometimes repeat their cause).
-fn error_chain(err: &(dyn StdError + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(current) = source {
-        let message = current.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        source = current.source();
-    }
-    text
 }
 
 /// A refusal by the guard inside reqwest (resolver or redirect policy). It travels through

@@ -241,7 +241,11 @@ fn messages_and_retryability() {
         "the input is larger than the 1000-byte limit (REELTIME_PROCESSOR_MAX_INPUT_MB)"
     );
     assert!(FetchError::Timeout.is_retryable());
-    assert!(FetchError::Network("reset".to_owned()).is_retryable());
+    assert!(FetchError::Network {
+        plain: "closed",
+        detail: "connection reset".to_owned()
+    }
+    .is_retryable());
     assert!(FetchError::Status(503).is_retryable());
     assert!(FetchError::Status(429).is_retryable());
     assert!(!FetchError::Status(404).is_retryable());
@@ -401,10 +405,21 @@ async fn download_reports_network_failures_without_the_url() {
         .download(&format!("http://127.0.0.1:{port}/clip.mp4?sig=abc"), &dest)
         .await
         .unwrap_err();
-    assert!(matches!(err, FetchError::Network(_)), "{err:?}");
+    assert!(matches!(err, FetchError::Network { .. }), "{err:?}");
     assert!(err.is_retryable());
     let text = err.to_string();
     assert_eq!(text, "the input URL's server refused the connection");
+    let technical = err.technical().expect("a network failure keeps its detail");
+    assert!(
+        technical
+            .to_ascii_lowercase()
+            .contains("connection refused"),
+        "{technical}"
+    );
+    assert!(
+        !technical.contains("clip.mp4") && !technical.contains("sig="),
+        "{technical}"
+    );
     assert!(
         !text.contains("clip.mp4") && !text.contains("sig="),
         "{text}"
@@ -495,6 +510,10 @@ fn network_failures_read_in_plain_words() {
         ("something new", "the input could not be downloaded because of a network error; try again later"),
     ];
     for (detail, plain) in cases {
-        assert_eq!(plain_network_reason(detail), plain, "{detail}");
+        assert_eq!(
+            plain_network_reason(crate::net_error::cause_of(detail)),
+            plain,
+            "{detail}"
+        );
     }
 }
