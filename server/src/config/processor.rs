@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::processor::confine::{Confinement, RunAs};
 
-use super::{at_least_one, parse, ConfigError};
+use super::{at_least_one, parse, switch, ConfigError};
 
 /// The user ffmpeg runs as when the server runs as root and none is set.
 pub const DEFAULT_USER: &str = "nobody";
@@ -99,6 +99,10 @@ pub(super) fn bounds(
         confine: Confinement {
             run_as,
             nice,
+            idle_cpu: switch(
+                "REELTIME_PROCESSOR_IDLE_CPU",
+                value("REELTIME_PROCESSOR_IDLE_CPU"),
+            )?,
             memory_bytes: Some(memory_mb.saturating_mul(1024 * 1024)),
             threads,
         },

@@ -169,6 +169,13 @@ pub const VARIABLES: &[Variable] = &[
                responsive while every core transcodes.",
     },
     Variable {
+        name: "REELTIME_PROCESSOR_IDLE_CPU",
+        default: "on",
+        help: "Run ffmpeg and ffprobe in the idle CPU class (SCHED_IDLE): they use only CPU \
+               time the dashboard and the database leave, so pages answer as fast as on an \
+               idle machine; off: they compete, niced.",
+    },
+    Variable {
         name: "REELTIME_PROCESSOR_MEMORY_MB",
         default: "4096",
         help: "The most memory (address space) one ffmpeg or ffprobe may map, in megabytes.",

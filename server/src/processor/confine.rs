@@ -10,8 +10,12 @@
 //!   child checks its parent is still the server (the server may have died in between).
 //! - **Another user** when the server runs as root ([`RunAs`], `nobody` unless set), so a
 //!   decoder bug cannot write the server's files or read the database's.
-//! - **A lower CPU priority** (`nice`), so the dashboard stays responsive while every core
-//!   transcodes, and **a cap on address space** (`RLIMIT_AS`) with glibc's malloc arenas
+//! - **The idle CPU class** (`SCHED_IDLE`, unless switched off) **and a lower priority**
+//!   (`nice`), so the dashboard stays responsive while every core transcodes: a niced ffmpeg
+//!   still takes its weighted share of each core from the server (on two cores, a request
+//!   waited up to 8x longer than on an idle machine), whereas an idle-class one runs only on CPU
+//!   time nobody else wants. The server's own work is short bursts, so ffmpeg loses little
+//!   (the processor bench measures both), and **a cap on address space** (`RLIMIT_AS`) with glibc's malloc arenas
 //!   bounded, so one input cannot take the machine's memory. Threads are capped with
 //!   ffmpeg's own `-threads` ([`Confinement::threads`]).
 
@@ -29,6 +33,9 @@ pub struct Confinement {
     pub run_as: Option<RunAs>,
     /// The tools' nice value (0 leaves the server's).
     pub nice: i32,
+    /// Run the tools in the idle scheduling class (`SCHED_IDLE`): they get the CPU only when
+    /// nothing else wants it.
+    pub idle_cpu: bool,
     /// The most address space one tool may map, in bytes.
     pub memory_bytes: Option<u64>,
     /// The most threads ffmpeg uses to decode, and to encode.
@@ -40,6 +47,7 @@ impl Confinement {
     pub const NONE: Confinement = Confinement {
         run_as: None,
         nice: 0,
+        idle_cpu: false,
         memory_bytes: None,
         threads: None,
     };
@@ -57,13 +65,20 @@ impl Confinement {
         if let Some(user) = self.run_as {
             command.uid(user.uid).gid(user.gid);
         }
-        let (nice, memory) = (self.nice, self.memory_bytes);
+        let (nice, idle_cpu, memory) = (self.nice, self.idle_cpu, self.memory_bytes);
         let parent = std::process::id() as libc::pid_t;
         // SAFETY: the closure runs in the child between fork and exec and calls only
-        // async-signal-safe functions (setpriority, setrlimit, prctl, getppid); it allocates
-        // nothing.
+        // async-signal-safe functions (sched_setscheduler, setpriority, setrlimit, prctl,
+        // getppid: system calls); it allocates nothing.
         unsafe {
             command.pre_exec(move || {
+                if idle_cpu {
+                    // Lowering one's own class needs no privilege.
+                    let param = libc::sched_param { sched_priority: 0 };
+                    if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                }
                 if nice != 0 && libc::setpriority(libc::PRIO_PROCESS, 0, nice) != 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -149,30 +164,33 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_confined_tool_runs_niced_in_its_own_group_with_its_memory_capped() {
+    async fn a_confined_tool_runs_idle_niced_in_its_own_group_with_its_memory_capped() {
         let confine = Confinement {
             nice: 7,
+            idle_cpu: true,
             memory_bytes: Some(512 << 20),
             ..Confinement::NONE
         };
-        // Field 5 of /proc/self/stat is the process group, 19 the nice value.
+        // Field 5 of /proc/self/stat is the process group, 19 the nice value, 41 the
+        // scheduling policy (5: SCHED_IDLE).
         let out = confine
             .command("sh")
             .args([
                 "-c",
-                "echo $$ $(cut -d' ' -f5,19 /proc/self/stat) $(ulimit -v)",
+                "echo $$ $(cut -d' ' -f5,19,41 /proc/self/stat) $(ulimit -v)",
             ])
             .output()
             .await
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let fields: Vec<&str> = text.split_whitespace().collect();
-        assert_eq!(fields.len(), 4, "{text}");
+        assert_eq!(fields.len(), 5, "{text}");
         assert_eq!(
             fields[1], fields[0],
             "the shell leads its own group: {text}"
         );
         assert_eq!(fields[2], "7", "niced: {text}");
-        assert_eq!(fields[3], (512 * 1024).to_string(), "capped: {text}");
+        assert_eq!(fields[3], "5", "in the idle class: {text}");
+        assert_eq!(fields[4], (512 * 1024).to_string(), "capped: {text}");
     }
 }

@@ -23,6 +23,7 @@ pub mod confine;
 mod disk_check;
 pub mod error;
 pub mod fetch;
+mod given;
 pub mod lease;
 pub mod media;
 pub mod probe;

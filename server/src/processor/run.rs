@@ -5,12 +5,16 @@
 //! SIGTERM and, [`Limits::kill_grace`] later, SIGKILL:
 //! - **the media limit** on decoded time, so an input whose length ffprobe could not tell (a
 //!   raw `.h264` stream) cannot run past `REELTIME_PROCESSOR_MAX_DURATION_SECS`;
-//! - **a wall-clock limit** per run ([`Limits::time_limit_for`]);
+//! - **a time limit** per run ([`Limits::time_limit_for`]);
 //! - **a stall watchdog**: no output from ffmpeg for [`Limits::stall`].
+//!
+//! The last two count the time the machine gave ffmpeg ([`super::given`]): wall time less
+//! the time it waited for a CPU, which in the idle class it does whenever the dashboard or
+//! the database is busy.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Child;
@@ -149,6 +153,9 @@ impl Processor {
             .spawn()
             .map_err(|err| JobError::spawn(Tool::Ffmpeg, &err))?;
         let group = Group::of(child.id());
+        // The limits count the time the machine gave ffmpeg, not time it spent waiting for a
+        // CPU behind the dashboard (it runs in the idle class; see `given`).
+        let mut clock = GivenClock::start(child.id());
         let stderr = child
             .stderr
             .take()
@@ -157,8 +164,7 @@ impl Processor {
 
         let mut parser = ProgressParser::new(expected_secs);
         let mut reported = 0u8;
-        let started = Instant::now();
-        let mut heard = Instant::now();
+        let mut heard = Duration::ZERO;
         let max_media = limits.max_duration.as_secs_f64();
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -166,7 +172,9 @@ impl Processor {
             tokio::select! {
                 line = next_line(&mut lines) => match line {
                     Some(line) => {
-                        heard = Instant::now();
+                        // The last tick's sample: reading /proc for each line would cost
+                        // more than the tick's error of at most PROGRESS_EVERY.
+                        heard = clock.last();
                         parser.feed_line(&line);
                         if let Some(decoded) = parser.out_time_secs().filter(|t| *t > max_media) {
                             return Err(stop(child, group, limits, Stop::Media(decoded)).await);
@@ -176,10 +184,11 @@ impl Processor {
                 },
                 status = child.wait() => break status,
                 _ = tick.tick() => {
-                    if started.elapsed() >= time_limit {
+                    let ran = clock.elapsed();
+                    if ran >= time_limit {
                         return Err(stop(child, group, limits, Stop::TimeLimit(time_limit)).await);
                     }
-                    if heard.elapsed() >= limits.stall {
+                    if ran.saturating_sub(heard) >= limits.stall {
                         return Err(stop(child, group, limits, Stop::Stalled(limits.stall)).await);
                     }
                     let percent = parser.percent().min(99);

@@ -824,6 +824,7 @@ pub(crate) fn test_settings(app: &TestApp, ffmpeg: &str) -> ProcessorSettings {
     let confine = Confinement {
         run_as: is_root().then(|| RunAs::named("nobody").expect("a nobody user")),
         nice: 10,
+        idle_cpu: true,
         memory_bytes: Some(4096 << 20),
         threads: Some(2),
     };

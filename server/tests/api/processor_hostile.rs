@@ -339,17 +339,18 @@ async fn a_stalled_ffmpeg_is_stopped_even_when_it_ignores_sigterm() {
 }
 
 #[tokio::test]
-async fn ffmpeg_runs_niced_capped_in_its_own_group_and_unprivileged_under_root() {
+async fn ffmpeg_runs_idle_niced_capped_in_its_own_group_and_unprivileged_under_root() {
     let app = spawn_app_with(&[]).await;
     let media = media_server().await;
     let tools = tool_dir("confined");
     let facts = tools.join("facts");
-    // uid, pid, process group, nice value, address-space limit (KiB), then the real ffmpeg.
+    // uid, pid, process group, nice value, scheduling policy, address-space limit (KiB),
+    // then the real ffmpeg.
     let ffmpeg = stand_in(
         &tools,
         "ffmpeg",
         &format!(
-            "echo $(id -u) $$ $(cut -d' ' -f5,19 /proc/$$/stat) $(ulimit -v) >> {}\nexec ffmpeg \"$@\"",
+            "echo $(id -u) $$ $(cut -d' ' -f5,19,41 /proc/$$/stat) $(ulimit -v) >> {}\nexec ffmpeg \"$@\"",
             facts.display()
         ),
     );
@@ -359,14 +360,15 @@ async fn ffmpeg_runs_niced_capped_in_its_own_group_and_unprivileged_under_root()
     let facts = lines(&facts);
     assert_eq!(facts.len(), 1, "{facts:?}");
     let fields: Vec<&str> = facts[0].split_whitespace().collect();
-    assert_eq!(fields.len(), 5, "{facts:?}");
+    assert_eq!(fields.len(), 6, "{facts:?}");
     // SAFETY: geteuid cannot fail.
     let own_uid = unsafe { libc::geteuid() };
     let expected_uid = if is_root() { 65534 } else { own_uid };
     assert_eq!(fields[0], expected_uid.to_string(), "the user: {facts:?}");
     assert_eq!(fields[2], fields[1], "its own process group: {facts:?}");
     assert_eq!(fields[3], "10", "niced: {facts:?}");
-    assert_eq!(fields[4], (4096 * 1024).to_string(), "capped: {facts:?}");
+    assert_eq!(fields[4], "5", "in the idle class (SCHED_IDLE): {facts:?}");
+    assert_eq!(fields[5], (4096 * 1024).to_string(), "capped: {facts:?}");
 }
 
 /// The real binary, run as an operator would, on the test's database.
