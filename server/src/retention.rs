@@ -1,6 +1,7 @@
 //! The periodic clean-up: finished jobs, the built-in processor's outputs and the webhook
 //! delivery log after their retention periods (30 days unless set), expired sessions, and the
-//! rate limiters' idle keys. Each pass logs what it deleted.
+//! rate limiters' idle keys. Each pass logs what it deleted. Beside it, every few seconds, the
+//! status-count ledger is folded ([`app::db::jobs::compact_status_counts`]).
 
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub struct Cleanup {
 
 impl Cleanup {
     pub fn start(self, tasks: &TaskTracker, cancel: &CancellationToken) {
+        tasks.spawn(fold_status_counts(self.pool.clone(), cancel.clone()));
         let cancel = cancel.clone();
         tasks.spawn(async move {
             loop {
@@ -66,6 +68,23 @@ impl Cleanup {
         }
         tracing::info!(jobs, outputs, deliveries, sessions, "cleaned up");
         Ok((jobs, outputs, deliveries, sessions))
+    }
+}
+
+/// Folds the status-count ledger every [`app::db::jobs::COMPACT_COUNTS_EVERY`] until `cancel`.
+/// Every instance does it; a fold beside another's is harmless (the migration says why).
+async fn fold_status_counts(pool: PgPool, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(app::db::jobs::COMPACT_COUNTS_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+        if let Err(err) = app::db::jobs::compact_status_counts(&pool).await {
+            if pool.is_closed() {
+                return;
+            }
+            tracing::warn!(error = %err, "folding the status counts failed");
+        }
     }
 }
 

@@ -154,7 +154,11 @@ pub async fn status_counts(
     pool: &PgPool,
     filter: &JobFilter,
 ) -> Result<Vec<(JobStatus, i64)>, sqlx::Error> {
-    let f = FilterParams::of(&filter.with_status(None));
+    let others = filter.with_status(None);
+    if others.is_empty() {
+        return all_status_counts(pool).await;
+    }
+    let f = FilterParams::of(&others);
     let mut tx = super::begin_with(pool, "begin read only").await?;
     super::custom_plans(&mut tx).await?;
     let rows = sqlx::query!(
@@ -174,6 +178,35 @@ pub async fn status_counts(
         .into_iter()
         .map(|row| (row.status, row.count))
         .collect())
+}
+
+/// Every job per status, from the ledger the triggers on `jobs` keep (migration
+/// `job_status_counts`): a sum over a few rows, where counting the table took tens of
+/// milliseconds at 100,000 jobs. Statuses with no jobs are left out, as a count would.
+async fn all_status_counts(pool: &PgPool) -> Result<Vec<(JobStatus, i64)>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select status as "status!: JobStatus", sum(delta)::bigint as "count!"
+         from job_status_counts group by status having sum(delta) <> 0"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.status, row.count))
+        .collect())
+}
+
+/// How often the server folds the status-count ledger ([`compact_status_counts`]).
+pub const COMPACT_COUNTS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Folds the status-count ledger to one row per status, so reading it stays a sum over a
+/// handful of rows however many changes came since.
+#[tracing::instrument(skip_all)]
+pub async fn compact_status_counts(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query!("select reeltime_compact_status_counts()")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// What applying a report did.

@@ -29,4 +29,5 @@ mod retention;
 mod shared_secrets;
 mod sse;
 mod stats;
+mod status_counts;
 mod supabase;
