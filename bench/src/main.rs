@@ -53,6 +53,7 @@ use tokio::sync::mpsc;
 mod busy;
 mod chaos;
 mod operate;
+mod pages;
 mod processor;
 mod sse;
 
@@ -83,7 +84,14 @@ async fn main() -> Result<()> {
             busy::busy(flag("--samples", 200).max(1)).await
         }
         Some("chaos") => chaos::chaos(&args[1..]).await,
-        Some("operate") => operate::operate(flag("--jobs", 100_000), flag("--samples", 100)).await,
+        Some("operate") => {
+            operate::operate(
+                flag("--jobs", 100_000),
+                flag("--changes", 1_000_000) as i64,
+                flag("--samples", 100),
+            )
+            .await
+        }
         _ => {
             eprintln!(
                 "usage: cargo run --release -p bench -- sse [--max-clients N]\n       \
@@ -91,7 +99,7 @@ async fn main() -> Result<()> {
        \
                  cargo run --release -p bench -- chaos [--full] [--only NAME]
        \
-                 cargo run --release -p bench -- operate [--jobs N] [--samples N]"
+                 cargo run --release -p bench -- operate [--jobs N] [--changes N] [--samples N]"
             );
             std::process::exit(2);
         }

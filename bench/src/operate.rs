@@ -1,11 +1,13 @@
 //! `operate`: operators' views and actions at the sizes users reach (issue 12). The release
 //! server on a fresh database holding `--jobs` jobs (default 100,000, made by SQL with their
-//! triggers, so the change log and the story table grow with them), then:
+//! triggers, so the change log and the story table grow with them; the change log then grown to
+//! `--changes` rows, default 1,000,000, a day's worth), then:
 //! - filtered pages (`GET /api/jobs?…`) and the status counts (`GET /api/jobs/counts?…`), each
 //!   asked for sequentially, p50 / p95 / max (target: p95 ≤ 50 ms);
 //! - bulk actions (`POST /api/jobs/bulk` with a filter) on 10,000 matching jobs: cancel, retry
 //!   (10,000 new jobs), delete (target: each under 2 s);
-//! - the plans of the slowest filter, from `EXPLAIN ANALYZE`.
+//! - the plans of the slowest filter, from `EXPLAIN ANALYZE`;
+//! - the dashboard's server-rendered first HTML and the plans behind it (`pages.rs`, issue 16).
 
 use super::*;
 
@@ -22,11 +24,11 @@ const FILTERS: [&str; 8] = [
     "q=matches-nothing-at-all",
 ];
 
-pub(crate) async fn operate(jobs: usize, samples: usize) -> Result<()> {
+pub(crate) async fn operate(jobs: usize, changes: i64, samples: usize) -> Result<()> {
     let database = Database::create().await?;
     let result = match start_server(&database.url, &[("REELTIME_PROCESSOR", "off")]).await {
         Ok(mut server) => {
-            let result = run(&server, &database.url, jobs, samples).await;
+            let result = run(&server, &database.url, jobs, changes, samples).await;
             let _ = server.child.start_kill();
             let _ = server.child.wait().await;
             result
@@ -37,7 +39,13 @@ pub(crate) async fn operate(jobs: usize, samples: usize) -> Result<()> {
     result.and(dropped)
 }
 
-async fn run(server: &Server, database_url: &str, jobs: usize, samples: usize) -> Result<()> {
+async fn run(
+    server: &Server,
+    database_url: &str,
+    jobs: usize,
+    changes: i64,
+    samples: usize,
+) -> Result<()> {
     let pool = PgPoolOptions::new()
         .max_connections(2)
         .connect(database_url)
@@ -58,9 +66,7 @@ async fn run(server: &Server, database_url: &str, jobs: usize, samples: usize) -
     )))
     .await?;
     pool.execute("analyze jobs").await?;
-    let changes: i64 = sqlx::query_scalar("select count(*) from job_changes")
-        .fetch_one(&pool)
-        .await?;
+    let changes = super::pages::grow_change_log(&pool, changes).await?;
     println!(
         "{jobs} jobs made in {:.1} s ({changes} change-log rows)",
         started.elapsed().as_secs_f64()
@@ -141,6 +147,7 @@ async fn run(server: &Server, database_url: &str, jobs: usize, samples: usize) -
         println!("{line}");
     }
     println!("```");
+    super::pages::ssr(server, &pool, samples).await?;
     pool.close().await;
     Ok(())
 }
@@ -167,7 +174,7 @@ async fn timed(server: &Server, path: &str, samples: usize) -> Result<(Vec<f64>,
     Ok((times, rows))
 }
 
-fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
+pub(crate) fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
     times.sort_by(f64::total_cmp);
     let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
     (at(0.5), at(0.95), at(1.0))

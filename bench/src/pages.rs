@@ -1,0 +1,146 @@
+//! The dashboard's first HTML at the sizes users reach (issue 16), for `operate`: the change log
+//! grown to a day's worth of rows, then `GET /` and `GET /?status=failed` rendered by the server
+//! (SSR, 50 jobs on the page) for a signed-in viewer, sequentially, p50 / p95 / max (target:
+//! p50 ≤ 5 ms at 100,000 jobs and 1,000,000 change-log rows), and the plans of the statements
+//! every page load runs, from `EXPLAIN ANALYZE`.
+
+use super::*;
+
+/// Rows added to the change log per statement (each its own transaction, as a day of writes is).
+const BATCH: i64 = 100_000;
+const VIEWER: &str = "viewer@bench.invalid";
+const PASSWORD: &str = "bench-viewer-password";
+
+/// Fills the change log up to `rows` rows with copies of the jobs spread over the last 23 hours
+/// (retention keeps 24), as a day of progress reports leaves it.
+pub(crate) async fn grow_change_log(pool: &PgPool, rows: i64) -> Result<i64> {
+    loop {
+        let now: i64 = sqlx::query_scalar("select count(*) from job_changes")
+            .fetch_one(pool)
+            .await?;
+        if now >= rows {
+            pool.execute("analyze job_changes").await?;
+            return Ok(now);
+        }
+        sqlx::query(
+            "insert into job_changes (op, job_id, row_data, changed_at)
+             select 'update', j.id, to_jsonb(j), now() - random() * interval '23 hours'
+             from jobs j cross join generate_series(1, 10) copy
+             limit $1",
+        )
+        .bind((rows - now).min(BATCH))
+        .execute(pool)
+        .await?;
+    }
+}
+
+/// A session cookie for a viewer, signed in through the sign-in form.
+async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<String> {
+    if users::user_by_email(pool, VIEWER).await?.is_none() {
+        let hash = server::auth::password::hash(PASSWORD.to_owned()).await?;
+        users::create_user(pool, VIEWER, &hash, Role::Viewer).await?;
+    }
+    let form = format!(
+        "email={}&password={PASSWORD}&next=%2F",
+        VIEWER.replace('@', "%40")
+    );
+    let head = raw(
+        &server.address,
+        &format!(
+            "POST /login HTTP/1.0\r\nHost: {}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{form}",
+            server.address,
+            form.len()
+        ),
+    )
+    .await?
+    .0;
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+        .filter_map(|(_, value)| value.trim().split(';').next())
+        .map(str::to_owned)
+        .reduce(|all, one| format!("{all}; {one}"))
+        .ok_or_else(|| format!("signing in set no cookie: {head}").into())
+}
+
+/// One request as written, and the answer's head and body.
+async fn raw(address: &str, request: &str) -> Result<(String, String)> {
+    let mut socket = TcpStream::connect(address).await?;
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("an answer without a body: {response:?}"))?;
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// Times the server-rendered dashboard and prints the plans behind it.
+pub(crate) async fn ssr(server: &Server, pool: &PgPool, samples: usize) -> Result<()> {
+    let cookie = viewer_cookie(server, pool).await?;
+    println!();
+    println!("## The dashboard's first HTML (SSR, {samples} requests each, sequential)");
+    println!();
+    println!("| page | p50 ms | p95 ms | max ms | rows | target p50 ≤ 5 ms |");
+    println!("| --- | ---: | ---: | ---: | ---: | --- |");
+    for path in ["/", "/?status=failed"] {
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nCookie: {cookie}\r\nAccept: text/html\r\n\r\n",
+            server.address
+        );
+        let mut times = Vec::with_capacity(samples);
+        let mut rows = 0;
+        for i in 0..samples + 5 {
+            let at = Instant::now();
+            let (head, body) = raw(&server.address, &request).await?;
+            let ms = at.elapsed().as_secs_f64() * 1000.0;
+            if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+                return Err(format!("GET {path}: {head}").into());
+            }
+            rows = body.matches("<tr data-job-id=").count();
+            if i >= 5 {
+                times.push(ms);
+            }
+        }
+        let (p50, p95, max) = super::operate::percentiles(times);
+        println!(
+            "| `GET {path}` | {p50:.1} | {p95:.1} | {max:.1} | {rows} | {} |",
+            if p50 <= 5.0 { "met" } else { "missed" }
+        );
+    }
+    println!();
+    println!("## The plans of what each page load asks");
+    for (what, sql) in [
+        (
+            "the change log's horizon (the feed's position)",
+            "select xid, seq from job_changes
+             where xid < pg_snapshot_xmin(pg_current_snapshot())
+             order by xid desc, seq desc limit 1",
+        ),
+        (
+            "the status tabs' counts, unfiltered",
+            "select status, sum(delta) from job_status_counts group by status having sum(delta) <> 0",
+        ),
+        (
+            "the first page",
+            "select id from reeltime_filtered_jobs(null, null, null, null, null, null, null)
+             order by created_at desc, id desc limit 51",
+        ),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "explain (analyze, buffers off, costs off) {sql}"
+        )))
+        .fetch_all(pool)
+        .await?;
+        println!();
+        println!("{what}:");
+        println!("```");
+        for line in plan {
+            println!("{line}");
+        }
+        println!("```");
+    }
+    Ok(())
+}
