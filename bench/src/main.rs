@@ -106,6 +106,13 @@ async fn main() -> Result<()> {
     }
 }
 
+/// The median, the 95th percentile and the maximum of `times`.
+fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
+    times.sort_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.95), at(1.0))
+}
+
 fn raise_open_file_limit() {
     // SAFETY: plain libc calls on a local struct.
     unsafe {

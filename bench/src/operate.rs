@@ -173,9 +173,3 @@ async fn timed(server: &Server, path: &str, samples: usize) -> Result<(Vec<f64>,
     }
     Ok((times, rows))
 }
-
-pub(crate) fn percentiles(mut times: Vec<f64>) -> (f64, f64, f64) {
-    times.sort_by(f64::total_cmp);
-    let at = |q: f64| times[((times.len() as f64 - 1.0) * q).round() as usize];
-    (at(0.5), at(0.95), at(1.0))
-}

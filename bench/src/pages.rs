@@ -109,7 +109,7 @@ pub(crate) async fn ssr(server: &Server, pool: &PgPool, samples: usize) -> Resul
                 times.push(ms);
             }
         }
-        let (p50, p95, max) = super::operate::percentiles(times);
+        let (p50, p95, max) = percentiles(times);
         println!(
             "| `GET {path}` | {p50:.1} | {p95:.1} | {max:.1} | {rows} | {} |",
             if p50 <= 5.0 { "met" } else { "missed" }
