@@ -251,6 +251,29 @@ pub async fn apply_report(
     report: &Normalized,
     service: &str,
 ) -> Result<Applied, sqlx::Error> {
+    apply(pool, job_id, report, service, None).await
+}
+
+/// [`apply_report`] for a verified webhook whose raw bytes are `body`: the delivery is recorded
+/// (`webhook_deliveries`, with the outcome the report had) by the same statement, so a callback
+/// costs one round trip and one commit, and the delivery log never disagrees with the job.
+pub async fn apply_webhook(
+    pool: &PgPool,
+    job_id: JobId,
+    report: &Normalized,
+    service: &str,
+    body: &[u8],
+) -> Result<Applied, sqlx::Error> {
+    apply(pool, job_id, report, service, Some(body)).await
+}
+
+async fn apply(
+    pool: &PgPool,
+    job_id: JobId,
+    report: &Normalized,
+    service: &str,
+    delivered: Option<&[u8]>,
+) -> Result<Applied, sqlx::Error> {
     let facts = &report.output;
     let row = sqlx::query!(
         r#"with actor as materialized (select set_config('reeltime.actor', $11, true) as name),
@@ -300,7 +323,17 @@ pub async fn apply_report(
              insert into job_details (job_id, details) select id, $13 from known
              where $13::jsonb is not null
              on conflict (job_id) do update
-                 set details = job_details.details || excluded.details, updated_at = now())
+                 set details = job_details.details || excluded.details, updated_at = now()),
+         -- A verified webhook's delivery, with what became of it (Applied::as_str's words).
+         delivery as (
+             insert into webhook_deliveries
+                 (signature_ok, ittybit_id, job_id, status, outcome, raw_body)
+             select true, $6, $1, $2,
+                    case when not exists (select 1 from known) then 'unknown_job'
+                         when exists (select 1 from updated) then 'applied'
+                         else 'unchanged' end,
+                    $14
+             where $14::bytea is not null)
          select exists (select 1 from known) as "known!",
                 (select status from updated) as "status?: JobStatus""#,
         job_id.0,
@@ -316,6 +349,7 @@ pub async fn apply_report(
         service,
         report.input_size.and_then(|v| i64::try_from(v).ok()),
         report.details.as_ref(),
+        delivered,
     )
     .fetch_one(pool)
     .await?;

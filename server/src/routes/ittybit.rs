@@ -11,7 +11,7 @@ use reeltime::{normalize_webhook, JobId, Normalized};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use app::db::jobs::{apply_report, resolve_job};
+use app::db::jobs::{apply_webhook, resolve_job};
 use app::db::webhooks::{self, Delivery};
 
 use super::AppState;
@@ -36,6 +36,8 @@ struct Outcome {
     report: Option<Normalized>,
     job_id: Option<JobId>,
     outcome: &'static str,
+    /// Already in `webhook_deliveries`: written with the change ([`apply_webhook`]).
+    recorded: bool,
 }
 
 /// Verify the signature over the raw bytes before reading anything, then fold the report into
@@ -68,6 +70,9 @@ async fn callback(
         return answer;
     }
     metrics::counter!(crate::metrics::WEBHOOKS, "outcome" => outcome.outcome).increment(1);
+    if outcome.recorded {
+        return answer;
+    }
     let report = outcome.report.as_ref();
     let delivery = Delivery {
         signature_ok: outcome.signature_ok,
@@ -126,7 +131,7 @@ async fn handle(
         }
         Some(job_id) => {
             tracing::Span::current().record("job_id", tracing::field::display(job_id));
-            let outcome = apply_report(pool, job_id, &report, state.service)
+            let outcome = apply_webhook(pool, job_id, &report, state.service, body)
                 .await?
                 .as_str();
             tracing::info!(status = %report.status, outcome, "webhook");
@@ -139,6 +144,9 @@ async fn handle(
         report: Some(report),
         job_id,
         outcome,
+        // A resolved job's delivery went in with the report; an unresolved one's is still to
+        // be written.
+        recorded: job_id.is_some(),
     };
     Ok((delivery, Ok(answer)))
 }

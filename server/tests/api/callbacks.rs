@@ -237,3 +237,63 @@ async fn the_reconciler_heals_a_lost_webhook() {
     assert!(html.contains("Last read back"), "{html}");
     assert!(html.contains("healed.mp4"), "{html}");
 }
+
+#[tokio::test]
+async fn a_verified_delivery_is_recorded_with_what_it_did_in_the_same_statement_as_the_change() {
+    let ittybit = MockServer::start().await;
+    let app = spawn_with_ittybit(&ittybit, &[]).await;
+    let id = queued_job(&app, "job_rec").await;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    let bodies = [
+        json!({ "id": "job_rec", "status": "processing", "progress": 30, "metadata": { "job_id": id } }),
+        json!({ "id": "job_gone", "status": "processing", "metadata": { "job_id": unknown } }),
+    ]
+    .map(|body| serde_json::to_vec(&body).unwrap());
+    for body in &bodies {
+        let response = post_webhook(&app, body, Some(sign(SECRET.as_bytes(), body))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let rows = sqlx::query!(
+        r#"select signature_ok, ittybit_id, job_id::text as "job_id!", status, outcome, raw_body
+         from webhook_deliveries order by id"#
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 2, "one row per delivery, none twice");
+    let seen: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.signature_ok,
+                r.ittybit_id.as_deref(),
+                r.job_id.as_str(),
+                r.status.as_deref(),
+                r.outcome.as_str(),
+                r.raw_body.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                true,
+                Some("job_rec"),
+                id.as_str(),
+                Some("processing"),
+                "applied",
+                &bodies[0][..]
+            ),
+            (
+                true,
+                Some("job_gone"),
+                unknown.as_str(),
+                Some("processing"),
+                "unknown_job",
+                &bodies[1][..]
+            ),
+        ]
+    );
+    assert_eq!(job(&app, &id).await["progress"], 30);
+}
