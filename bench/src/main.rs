@@ -22,8 +22,12 @@
 //! The database is `DATABASE_URL` (an admin URL; a fresh database is made on it) or
 //! postgres://postgres@127.0.0.1:5432/postgres.
 //!
-//! `cargo run --release -p bench -- operate [--jobs N] [--samples N]` measures filtered pages
-//! and bulk actions on a generated table (issue 12; see `operate.rs`).
+//! `cargo run --release -p bench -- operate [--jobs N] [--changes N] [--samples N]` measures
+//! filtered pages and bulk actions on a generated table (issue 12; see `operate.rs`), and the
+//! dashboard's server-rendered first HTML at a day of change log (issue 16; `pages.rs`).
+//!
+//! `cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]` measures signed
+//! webhooks per second against the bare `UPDATE … ; NOTIFY` (issue 16; `callbacks.rs`).
 //!
 //! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
 //! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
@@ -51,6 +55,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 mod busy;
+mod callbacks;
 mod chaos;
 mod operate;
 mod pages;
@@ -84,6 +89,13 @@ async fn main() -> Result<()> {
             busy::busy(flag("--samples", 200).max(1)).await
         }
         Some("chaos") => chaos::chaos(&args[1..]).await,
+        Some("callbacks") => {
+            callbacks::callbacks(
+                flag("--jobs", 2_000) as i64,
+                flag("--concurrency", 8).max(1),
+            )
+            .await
+        }
         Some("operate") => {
             operate::operate(
                 flag("--jobs", 100_000),
@@ -99,7 +111,9 @@ async fn main() -> Result<()> {
        \
                  cargo run --release -p bench -- chaos [--full] [--only NAME]
        \
-                 cargo run --release -p bench -- operate [--jobs N] [--changes N] [--samples N]"
+                 cargo run --release -p bench -- operate [--jobs N] [--changes N] [--samples N]
+       \
+                 cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]"
             );
             std::process::exit(2);
         }
