@@ -17,6 +17,9 @@ pub struct JobStore {
     deleted: StoredValue<HashSet<JobId>>,
     /// Showing an older page: new jobs belong on the first page, not here.
     paged: bool,
+    /// Older jobs exist beyond the last row shown (the page has a next one): a job that sorts
+    /// below the last row belongs on that older page, so a change to it is not shown here.
+    more: StoredValue<bool>,
     /// Which jobs the view shows: a change that enters the filter is shown, one that leaves
     /// it is removed (the same predicate as the server's SQL).
     filter: StoredValue<JobFilter>,
@@ -41,6 +44,7 @@ impl JobStore {
             position: StoredValue::new(page.position),
             deleted: StoredValue::new(HashSet::new()),
             paged,
+            more: StoredValue::new(page.next_before.is_some()),
             filter: StoredValue::new(filter),
             only: None,
             related: RwSignal::new(0),
@@ -54,6 +58,7 @@ impl JobStore {
             position: StoredValue::new(position),
             deleted: StoredValue::new(HashSet::new()),
             paged: false,
+            more: StoredValue::new(false),
             filter: StoredValue::new(JobFilter::default()),
             only: Some(job.id),
             related: RwSignal::new(0),
@@ -129,14 +134,22 @@ impl JobStore {
         match existing {
             Some(row) if job.version > row.with_untracked(|j| j.version) => row.set(job),
             Some(_) => {}
-            None if !self.paged => self.rows.update(|rows| {
-                let key = |j: &Job| (j.created_at, j.id);
-                let at = rows
-                    .iter()
-                    .position(|(_, r)| r.with_untracked(|r| key(r) < key(&job)))
-                    .unwrap_or(rows.len());
-                rows.insert(at, (job.id, RwSignal::new(job)));
-            }),
+            None if !self.paged => {
+                let more = self.more.get_value();
+                self.rows.update(|rows| {
+                    let key = |j: &Job| (j.created_at, j.id);
+                    let at = rows
+                        .iter()
+                        .position(|(_, r)| r.with_untracked(|r| key(r) < key(&job)));
+                    match at {
+                        Some(at) => rows.insert(at, (job.id, RwSignal::new(job))),
+                        // Older than every row shown: the end of the list only if there is
+                        // no older page it belongs on.
+                        None if !more => rows.push((job.id, RwSignal::new(job))),
+                        None => {}
+                    }
+                })
+            }
             None => {}
         }
     }
@@ -152,6 +165,7 @@ impl JobStore {
             return;
         }
         self.deleted.update_value(HashSet::clear);
+        self.more.set_value(page.next_before.is_some());
         let shown = |job: &Job| {
             self.only.is_none_or(|only| only == job.id)
                 && self.filter.with_value(|filter| filter.matches(job))
@@ -247,6 +261,43 @@ pub(crate) mod tests {
                 [(2, 11, JobStatus::Pending), (1, 12, JobStatus::Queued)]
             );
             assert_eq!(store.position(), Some(at(102)));
+        });
+    }
+
+    #[test]
+    fn a_change_to_a_job_of_an_older_page_stays_off_the_first_page() {
+        with_owner(|| {
+            let mut first = page(
+                vec![
+                    job(5, 50, JobStatus::Pending),
+                    job(4, 40, JobStatus::Pending),
+                ],
+                100,
+            );
+            first.next_before = Some("older".to_owned());
+            let store = JobStore::new(&first, false, JobFilter::default());
+            // Job 3 is on the next page: its dispatch (an update) does not bring it here, nor
+            // does a late insert of a job older still.
+            assert!(store.apply(ChangeOp::Update, job(3, 31, JobStatus::Queued), at(101)));
+            assert!(store.apply(ChangeOp::Insert, job(1, 10, JobStatus::Pending), at(102)));
+            assert_eq!(
+                shown(&store),
+                [(5, 50, JobStatus::Pending), (4, 40, JobStatus::Pending)]
+            );
+            assert!(store.apply(ChangeOp::Insert, job(6, 60, JobStatus::Pending), at(103)));
+            assert_eq!(shown(&store).len(), 3, "a new job goes on top");
+
+            // The last page holds every older job: a change there shows at the end.
+            let last = JobStore::new(
+                &page(vec![job(5, 50, JobStatus::Pending)], 100),
+                false,
+                JobFilter::default(),
+            );
+            assert!(last.apply(ChangeOp::Update, job(3, 31, JobStatus::Queued), at(101)));
+            assert_eq!(
+                shown(&last),
+                [(5, 50, JobStatus::Pending), (3, 31, JobStatus::Queued)]
+            );
         });
     }
 

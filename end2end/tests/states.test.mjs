@@ -117,12 +117,10 @@ test("a failed job shows its error, and audio and image outputs get their player
 });
 
 test('"Older jobs" pages back; an older page gains no new rows but keeps its rows current', async () => {
-  // 55 jobs a minute apart, oldest first; the first page holds the newest 50. Queued, not
-  // pending: this server runs the built-in processor, and 55 dispatches (and 55 failing
-  // downloads) running while the page opens are not what this test is about.
+  // 55 jobs a minute apart, oldest first; the first page holds the newest 50.
   sql(database.url, `delete from jobs`);
-  sql(database.url, `insert into jobs (input_url, status, created_at)
-    select 'https://example.com/page-' || n || '.mp4', 'queued', now() - make_interval(mins => 100 - n)
+  sql(database.url, `insert into jobs (input_url, created_at)
+    select 'https://example.com/page-' || n || '.mp4', now() - make_interval(mins => 100 - n)
     from generate_series(1, 55) n`);
   const page = await open();
   assert.equal(await page.locator('tr.job').count(), 50);
