@@ -17,7 +17,6 @@ const SECRET: &str = "whsec_bench_secret_0123456789abcdef012345";
 const REPORTS_PER_JOB: i64 = 5;
 
 pub(crate) async fn callbacks(jobs: i64, concurrency: usize) -> Result<()> {
-    let database = Database::create().await?;
     let env = [
         ("ITTYBIT_API_KEY", "bench-key"),
         // Nothing is dispatched (the jobs are made queued, with their task ids), and the
@@ -27,17 +26,10 @@ pub(crate) async fn callbacks(jobs: i64, concurrency: usize) -> Result<()> {
         ("REELTIME_RECONCILE_AFTER_SECS", "3600"),
         ("REELTIME_PROCESSOR", "off"),
     ];
-    let result = match start_server(&database.url, &env).await {
-        Ok(mut server) => {
-            let result = run(&server, &database.url, jobs, concurrency).await;
-            let _ = server.child.start_kill();
-            let _ = server.child.wait().await;
-            result
-        }
-        Err(err) => Err(err),
-    };
-    let dropped = database.drop().await;
-    result.and(dropped)
+    on_fresh_server(&env, async |server, url| {
+        run(server, url, jobs, concurrency).await
+    })
+    .await
 }
 
 /// Makes `n` queued jobs whose task ids start with `tag`; their (job id, task id).
@@ -159,24 +151,11 @@ async fn run(server: &Server, database_url: &str, jobs: i64, concurrency: usize)
 
 /// One signed webhook on its own connection; the answer's status.
 async fn post_signed(address: &str, body: &str, signature: &str) -> Result<u16> {
-    let mut socket = TcpStream::connect(address).await?;
-    socket
-        .write_all(
-            format!(
-                "POST /api/ittybit/callback HTTP/1.0\r\nHost: {address}\r\n\
-                 Content-Type: application/json\r\nIttybit-Signature: {signature}\r\n\
-                 Content-Length: {}\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|status| status.parse().ok())
-        .ok_or_else(|| format!("no status in {response:?}").into())
+    let request = format!(
+        "POST /api/ittybit/callback HTTP/1.0\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nIttybit-Signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    status_of(&exchange(address, &request).await?.0)
 }

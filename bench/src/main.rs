@@ -226,6 +226,47 @@ async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server
     Err("the server exited before it was ready".into())
 }
 
+/// `run` against a server of its own on a fresh database (`env` on top of the defaults), the
+/// server stopped and the database dropped afterwards, whatever `run` answered.
+async fn on_fresh_server(
+    env: &[(&str, &str)],
+    run: impl AsyncFnOnce(&Server, &str) -> Result<()>,
+) -> Result<()> {
+    let database = Database::create().await?;
+    let result = match start_server(&database.url, env).await {
+        Ok(mut server) => {
+            let result = run(&server, &database.url).await;
+            let _ = server.child.start_kill();
+            let _ = server.child.wait().await;
+            result
+        }
+        Err(err) => Err(err),
+    };
+    let dropped = database.drop().await;
+    result.and(dropped)
+}
+
+/// One request written as is on its own connection; the answer's head and body.
+async fn exchange(address: &str, request: &str) -> Result<(String, String)> {
+    let mut socket = TcpStream::connect(address).await?;
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    socket.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("an answer without a body: {response:?}"))?;
+    Ok((head.to_owned(), body.to_owned()))
+}
+
+/// The status code in an answer's head.
+fn status_of(head: &str) -> Result<u16> {
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}").into())
+}
+
 /// A fresh database on `DATABASE_URL`'s server, dropped by [`Database::drop`].
 struct Database {
     admin: PgConnection,
@@ -305,33 +346,20 @@ async fn http(
     body: Option<&Value>,
 ) -> Result<(u16, Value)> {
     let body = body.map(Value::to_string).unwrap_or_default();
-    let mut socket = TcpStream::connect(address).await?;
-    socket
-        .write_all(
-            format!(
-                "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{}Accept: application/json\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                authorization(),
-                body.len()
-            )
-            .as_bytes(),
-        )
-        .await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("{method} {path}: a response without a body: {response:?}"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("{method} {path}: no status in {head:?}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{}Accept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        authorization(),
+        body.len()
+    );
+    let (head, body) = exchange(address, &request)
+        .await
+        .map_err(|err| format!("{method} {path}: {err}"))?;
+    let status = status_of(&head).map_err(|err| format!("{method} {path}: {err}"))?;
     let body = if body.trim().is_empty() {
         Value::Null
     } else {
-        serde_json::from_str(body)
+        serde_json::from_str(&body)
             .map_err(|err| format!("{method} {path}: {status} {body:?}: {err}"))?
     };
     Ok((status, body))

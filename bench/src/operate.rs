@@ -25,18 +25,10 @@ const FILTERS: [&str; 8] = [
 ];
 
 pub(crate) async fn operate(jobs: usize, changes: i64, samples: usize) -> Result<()> {
-    let database = Database::create().await?;
-    let result = match start_server(&database.url, &[("REELTIME_PROCESSOR", "off")]).await {
-        Ok(mut server) => {
-            let result = run(&server, &database.url, jobs, changes, samples).await;
-            let _ = server.child.start_kill();
-            let _ = server.child.wait().await;
-            result
-        }
-        Err(err) => Err(err),
-    };
-    let dropped = database.drop().await;
-    result.and(dropped)
+    on_fresh_server(&[("REELTIME_PROCESSOR", "off")], async |server, url| {
+        run(server, url, jobs, changes, samples).await
+    })
+    .await
 }
 
 async fn run(

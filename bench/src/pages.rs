@@ -49,7 +49,7 @@ async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<String> {
         "email={}&password={PASSWORD}&next=%2F",
         VIEWER.replace('@', "%40")
     );
-    let head = raw(
+    let head = exchange(
         &server.address,
         &format!(
             "POST /login HTTP/1.0\r\nHost: {0}\r\nOrigin: http://{0}\r\n\
@@ -69,19 +69,6 @@ async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<String> {
         .ok_or_else(|| format!("signing in set no cookie: {head}").into())
 }
 
-/// One request as written, and the answer's head and body.
-async fn raw(address: &str, request: &str) -> Result<(String, String)> {
-    let mut socket = TcpStream::connect(address).await?;
-    socket.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("an answer without a body: {response:?}"))?;
-    Ok((head.to_owned(), body.to_owned()))
-}
-
 /// Times the server-rendered dashboard and prints the plans behind it.
 pub(crate) async fn ssr(server: &Server, pool: &PgPool, samples: usize) -> Result<()> {
     let cookie = viewer_cookie(server, pool).await?;
@@ -99,7 +86,7 @@ pub(crate) async fn ssr(server: &Server, pool: &PgPool, samples: usize) -> Resul
         let mut rows = 0;
         for i in 0..samples + 5 {
             let at = Instant::now();
-            let (head, body) = raw(&server.address, &request).await?;
+            let (head, body) = exchange(&server.address, &request).await?;
             let ms = at.elapsed().as_secs_f64() * 1000.0;
             if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
                 return Err(format!("GET {path}: {head}").into());
