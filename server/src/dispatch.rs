@@ -171,12 +171,8 @@ impl Dispatcher {
                     .await
             }
             Err(err) => {
-                let detail = match &err {
-                    CallError::Transient { detail, .. } => detail.clone(),
-                    CallError::Permanent { .. } => None,
-                };
-                tracing::warn!(error = %err, ?detail, "dispatch failed for good");
-                self.fail(job.id, &err.to_string(), detail.as_deref()).await
+                tracing::warn!(error = %err, detail = ?err.detail(), "dispatch failed for good");
+                self.fail(job.id, &err.to_string(), err.detail()).await
             }
         };
         if let Err(err) = stored {

@@ -34,6 +34,16 @@ pub enum CallError {
     },
 }
 
+impl CallError {
+    /// The technical detail behind a transient failure's plain reason, if there is one.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            CallError::Transient { detail, .. } => detail.as_deref(),
+            CallError::Permanent { .. } => None,
+        }
+    }
+}
+
 /// Connection settings for [`IttybitClient`].
 #[derive(Clone)]
 pub struct IttybitConfig {
@@ -226,25 +236,20 @@ async fn read_job_body(
 fn unreachable(service: &'static str, err: reqwest::Error) -> CallError {
     let failure = NetworkFailure::of(err);
     let why = match failure.cause {
-        Cause::Timeout => return timed_out(service, failure.detail),
-        Cause::Dns => "its host name could not be found",
-        Cause::Refused => "the connection was refused",
-        Cause::Tls => "its HTTPS certificate was not accepted",
-        Cause::Closed => "the connection was closed before it answered",
-        Cause::Unreachable => "there is no route to it from this server",
-        Cause::Other => "a network error",
+        Cause::Timeout => None,
+        Cause::Dns => Some("its host name could not be found"),
+        Cause::Refused => Some("the connection was refused"),
+        Cause::Tls => Some("its HTTPS certificate was not accepted"),
+        Cause::Closed => Some("the connection was closed before it answered"),
+        Cause::Unreachable => Some("there is no route to it from this server"),
+        Cause::Other => Some("a network error"),
     };
     CallError::Transient {
-        reason: format!("{service} could not be reached: {why}"),
+        reason: match why {
+            Some(why) => format!("{service} could not be reached: {why}"),
+            None => format!("{service} did not answer in time"),
+        },
         detail: Some(failure.detail),
-        retry_after: None,
-    }
-}
-
-fn timed_out(service: &'static str, detail: String) -> CallError {
-    CallError::Transient {
-        reason: format!("{service} did not answer in time"),
-        detail: Some(detail),
         retry_after: None,
     }
 }

@@ -100,6 +100,17 @@ pub fn error_chain(err: &(dyn StdError + 'static)) -> String {
     text
 }
 
+/// A loopback port nothing listens on (bound, noted, closed), for tests of refused
+/// connections.
+#[cfg(test)]
+pub(crate) fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,12 +133,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_connection_is_read_as_refused_and_its_detail_keeps_no_url() {
-        // A port nothing listens on: bind, note the port, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = closed_port();
         let err = reqwest::get(format!("http://127.0.0.1:{port}/clip.mp4?token=s3cr3t"))
             .await
             .unwrap_err();

@@ -36,8 +36,6 @@ struct Outcome {
     report: Option<Normalized>,
     job_id: Option<JobId>,
     outcome: &'static str,
-    /// Already in `webhook_deliveries`: written with the change ([`apply_webhook`]).
-    recorded: bool,
 }
 
 /// Verify the signature over the raw bytes before reading anything, then fold the report into
@@ -70,7 +68,8 @@ async fn callback(
         return answer;
     }
     metrics::counter!(crate::metrics::WEBHOOKS, "outcome" => outcome.outcome).increment(1);
-    if outcome.recorded {
+    if outcome.job_id.is_some() {
+        // A delivery about a job we could name went in with the report ([`apply_webhook`]).
         return answer;
     }
     let report = outcome.report.as_ref();
@@ -144,9 +143,6 @@ async fn handle(
         report: Some(report),
         job_id,
         outcome,
-        // A resolved job's delivery went in with the report; an unresolved one's is still to
-        // be written.
-        recorded: job_id.is_some(),
     };
     Ok((delivery, Ok(answer)))
 }

@@ -477,11 +477,7 @@ async fn the_server_gives_up_after_reeltime_dispatch_max_attempts() {
 #[tokio::test]
 async fn an_unreachable_service_fails_the_job_plainly_and_its_page_keeps_the_detail() {
     // A port nothing listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::proxy::free_port();
     let app = spawn_app_with(&[]).await;
     let dispatcher = dispatcher_to(&app, &format!("http://127.0.0.1:{port}"), 1);
     let id = submit(&app, "https://example.com/far.mp4").await;

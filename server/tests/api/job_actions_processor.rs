@@ -166,11 +166,7 @@ async fn a_failed_download_reads_plainly_with_its_technical_detail_on_the_jobs_p
     ])
     .await;
     // A port nothing listens on; the input's URL carries a token, as signed URLs do.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::proxy::free_port();
     let job = app
         .create_job(json!({
             "input_url": format!("http://127.0.0.1:{port}/clip.mp4?token=s3cr3t"),

@@ -397,9 +397,7 @@ async fn download_refuses_names_that_resolve_to_loopback() {
 
 #[tokio::test]
 async fn download_reports_network_failures_without_the_url() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let port = crate::net_error::closed_port();
     let dest = temp_path();
     let err = fetcher(true)
         .download(&format!("http://127.0.0.1:{port}/clip.mp4?sig=abc"), &dest)
