@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod openapi;
 
 use std::convert::Infallible;
+use std::sync::OnceLock;
 
 use app::api::SampleOffer;
 use app::{shell, App};
@@ -22,7 +23,7 @@ use leptos::config::LeptosOptions;
 use leptos::nonce::Nonce;
 use leptos::prelude::{provide_context, use_context};
 use leptos_axum::ResponseOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos_axum::{generate_route_list, AxumRouteListing, LeptosRoutes};
 use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::compression::predicate::{NotForContentType, Predicate};
@@ -84,6 +85,21 @@ impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos_options.clone()
     }
+}
+
+/// The dashboard's page routes, listed once per process.
+///
+/// Listing them (`generate_route_list`) renders the app with a process-wide flag set that
+/// parks every Leptos resource first polled meanwhile, in any render of any instance in the
+/// process, for good (leptos_server's `SuppressResourceLoad`; leptos issue 4773): a page being
+/// rendered then never finishes. One server builds its router once, before it serves, but a
+/// process holding several instances (the tests, a second instance beside the first) built
+/// one while another rendered, and a page request hung forever (CI, 2026-12-03). The list is
+/// the same for every instance, so it is made by the first router built and shared after;
+/// no listing happens once any instance serves.
+pub fn page_routes() -> Vec<AxumRouteListing> {
+    static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(App)).clone()
 }
 
 pub fn router(state: AppState) -> Router {
@@ -192,7 +208,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ittybit::router())
         .merge(openapi::router())
         .merge(crate::metrics::router())
-        .leptos_routes_with_context(&state, generate_route_list(App), context, app_shell)
+        .leptos_routes_with_context(&state, page_routes(), context, app_shell)
         .fallback_service(static_files)
         // Inside the router's routes, where the matched pattern is known.
         .layer(axum::middleware::from_fn(crate::metrics::track_http))

@@ -178,7 +178,8 @@ async fn start(db_name: &str, overrides: &[(&str, &str)]) -> TestApp {
 }
 
 /// A client as a browser on the app's pages: a cookie jar, no redirects followed, and the
-/// app's own `Origin` on every request.
+/// app's own `Origin` on every request. A response that goes quiet for a minute fails its test
+/// (an event stream says something every 15 s) rather than holding the whole run.
 pub fn browser(address: &str) -> Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert("origin", address.parse().unwrap());
@@ -186,6 +187,7 @@ pub fn browser(address: &str) -> Client {
         .redirect(reqwest::redirect::Policy::none())
         .cookie_store(true)
         .default_headers(headers)
+        .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .unwrap()
 }

@@ -26,6 +26,54 @@ async fn the_first_html_already_holds_the_jobs() {
     assert!(html.contains("Video, 1280 wide, MP4, high quality"));
 }
 
+/// Listing the page routes parks any resource first polled meanwhile, process-wide (leptos
+/// issue 4773): while routers are built over and over, as each new instance in a process builds
+/// one, every page still finishes. Before the list was made once per process, the first of
+/// these requests hung (and a CI run hung for good on one).
+#[tokio::test]
+async fn pages_finish_while_routers_are_built_beside_them() {
+    let app = spawn_app().await;
+    app.post_job(json!({ "input_url": "https://example.com/beside-a-router.mp4" }))
+        .await;
+    let building = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let builder = tokio::task::spawn_blocking({
+        let building = building.clone();
+        move || {
+            let mut built = 0u32;
+            while building.load(std::sync::atomic::Ordering::Relaxed) {
+                assert!(!server::routes::page_routes().is_empty());
+                built += 1;
+            }
+            built
+        }
+    });
+    let mut stalled = None;
+    for round in 0..20 {
+        let page = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            app.client
+                .get(app.url("/"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+        .await;
+        match page {
+            Ok(html) => assert!(html.contains("beside-a-router.mp4"), "page {round}: {html}"),
+            Err(_) => {
+                stalled = Some(round);
+                break;
+            }
+        }
+    }
+    // Stopped before any verdict, so a failure does not leave the builder spinning.
+    building.store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(stalled, None, "a page did not finish in 10 s");
+    assert!(builder.await.unwrap() > 0, "routers were built meanwhile");
+}
+
 #[tokio::test]
 async fn an_empty_dashboard_says_so() {
     let app = spawn_app().await;
