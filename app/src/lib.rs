@@ -24,9 +24,10 @@ use leptos_router::{ParamSegment, SsrMode, StaticSegment};
 
 pub use dashboard::Dashboard;
 
-/// The HTML document around the app; rendered on the server only.
-pub fn shell(options: LeptosOptions) -> impl IntoView {
-    let css = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+/// The HTML document around the app; rendered on the server only. `stylesheet` is the
+/// stylesheet's address (its name carries a content hash in a release build).
+pub fn shell(options: LeptosOptions, stylesheet: String) -> impl IntoView {
+    let css = stylesheet;
     view! {
         <!DOCTYPE html>
         <html lang="en">

@@ -29,6 +29,9 @@
 //! `cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]` measures signed
 //! webhooks per second against the bare `UPDATE … ; NOTIFY` (issue 16; `callbacks.rs`).
 //!
+//! `cargo run --release -p bench -- first-load` sums what a first visit to the dashboard
+//! downloads, gzip and brotli, with each file's `Cache-Control` (issue 16; `first_load.rs`).
+//!
 //! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
 //! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
 //!
@@ -57,6 +60,7 @@ use tokio::sync::mpsc;
 mod busy;
 mod callbacks;
 mod chaos;
+mod first_load;
 mod operate;
 mod pages;
 mod processor;
@@ -96,6 +100,7 @@ async fn main() -> Result<()> {
             )
             .await
         }
+        Some("first-load") => first_load::first_load().await,
         Some("operate") => {
             operate::operate(
                 flag("--jobs", 100_000),
@@ -113,7 +118,9 @@ async fn main() -> Result<()> {
        \
                  cargo run --release -p bench -- operate [--jobs N] [--changes N] [--samples N]
        \
-                 cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]"
+                 cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]
+       \
+                 cargo run --release -p bench -- first-load"
             );
             std::process::exit(2);
         }

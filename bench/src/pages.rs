@@ -40,7 +40,7 @@ pub(crate) async fn grow_change_log(pool: &PgPool, rows: i64) -> Result<i64> {
 }
 
 /// A session cookie for a viewer, signed in through the sign-in form.
-async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<String> {
+pub(crate) async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<String> {
     if users::user_by_email(pool, VIEWER).await?.is_none() {
         let hash = server::auth::password::hash(PASSWORD.to_owned()).await?;
         users::create_user(pool, VIEWER, &hash, Role::Viewer).await?;

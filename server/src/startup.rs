@@ -35,6 +35,7 @@ use crate::processor::{self, Processor, StartError};
 use crate::retention::Cleanup;
 use crate::routes::ittybit::CALLBACK_PATH;
 use crate::routes::{router, AppState};
+use crate::site::Site;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -126,12 +127,17 @@ impl Application {
             metrics_token: settings.metrics_token.clone(),
             https: public_url.starts_with("https://"),
         };
+        let site = Site::load(&settings.site_root);
+        if site.hash_file().is_some() {
+            tracing::info!("the browser bundle has hashed names: browsers keep it for a year");
+        }
         let mut state = AppState {
             pool: pool.clone(),
             feed: feed.clone(),
             webhook_secret: None,
             service: "Ittybit",
-            leptos_options: leptos_options(settings, local),
+            leptos_options: leptos_options(settings, &site, local),
+            site,
             processor: None,
             sample: None,
             auth,
@@ -362,13 +368,19 @@ async fn refuse_transaction_pooler(
     Ok(())
 }
 
-fn leptos_options(settings: &Settings, local: SocketAddr) -> LeptosOptions {
-    LeptosOptions::builder()
-        .output_name("reeltime")
+fn leptos_options(settings: &Settings, site: &Site, local: SocketAddr) -> LeptosOptions {
+    let options = LeptosOptions::builder()
+        .output_name(crate::site::OUTPUT_NAME)
         .site_root(settings.site_root.to_string_lossy().into_owned())
-        .site_pkg_dir("pkg")
-        .site_addr(local)
-        .build()
+        .site_pkg_dir(crate::site::PKG)
+        .site_addr(local);
+    match site.hash_file() {
+        Some(hash_file) => options
+            .hash_files(true)
+            .hash_file(hash_file.to_string_lossy().into_owned().into())
+            .build(),
+        None => options.build(),
+    }
 }
 
 /// Where this process reaches itself (`host:port`): the listening address, loopback if it

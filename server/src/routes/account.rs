@@ -105,7 +105,7 @@ async fn login(
     let address = client.map_or(peer.ip(), |Extension(ClientAddr(ip))| ip);
     if let Err(wait) = state.auth.limits.sign_in(address, &email) {
         tracing::warn!(address = %address, "sign-in attempts over the limit");
-        return Ok(too_many_sign_ins(wait.seconds()));
+        return Ok(too_many_sign_ins(&state.site, wait.seconds()));
     }
     let found = users::credentials(&state.pool, &email).await?;
     let hash = found
@@ -132,10 +132,11 @@ async fn login(
     Ok(Redirect::to(local(&form.next)).into_response())
 }
 
-fn too_many_sign_ins(seconds: u64) -> Response {
+fn too_many_sign_ins(site: &crate::site::Site, seconds: u64) -> Response {
+    let stylesheet = site.stylesheet();
     let body = format!(
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Reeltime</title>\
-         <link rel=\"stylesheet\" href=\"/pkg/reeltime.css\"></head><body><main class=\"narrow\">\
+         <link rel=\"stylesheet\" href=\"{stylesheet}\"></head><body><main class=\"narrow\">\
          <h1>Too many sign-in attempts</h1><p>Wait {seconds} seconds, then \
          <a href=\"/login\">try again</a>.</p></main></body></html>"
     );

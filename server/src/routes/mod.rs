@@ -55,6 +55,8 @@ pub struct AppState {
     /// How messages name the service jobs go to (`Ittybit`, `The built-in processor`).
     pub service: &'static str,
     pub leptos_options: LeptosOptions,
+    /// The built site's file names and how long browsers keep them.
+    pub site: crate::site::Site,
     /// The built-in processor, when it runs in this process (mounted at [`MOUNT`]).
     pub processor: Option<Processor>,
     /// The sample clip the empty dashboard offers.
@@ -128,7 +130,8 @@ pub fn router(state: AppState) -> Router {
     };
     let app_shell = {
         let options = leptos_options.clone();
-        move || shell(options.clone())
+        let stylesheet = state.site.stylesheet();
+        move || shell(options.clone(), stylesheet.clone())
     };
 
     // Unknown paths that are not files render the app's "not found" page (status 404).
@@ -141,10 +144,18 @@ pub fn router(state: AppState) -> Router {
         })
     };
     // The browser bundle and public files; cargo-leptos writes .br and .gz beside each file.
-    let static_files = ServeDir::new(&*leptos_options.site_root)
-        .precompressed_br()
-        .precompressed_gzip()
-        .fallback(not_found);
+    // Each says how long a browser may keep it (crate::site).
+    let static_files = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            state.site.clone(),
+            crate::site::cache_headers,
+        ))
+        .service(
+            ServeDir::new(&*leptos_options.site_root)
+                .precompressed_br()
+                .precompressed_gzip()
+                .fallback(not_found),
+        );
 
     let sessions = SessionManagerLayer::new(PgSessionStore::new(state.pool.clone()))
         .with_name(COOKIE)

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
 
 #[tokio::test]
 async fn the_first_html_already_holds_the_jobs() {
@@ -158,4 +158,58 @@ async fn unknown_pages_are_404() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(response.text().await.unwrap().contains("Not found"));
+}
+
+/// A release build's bundle is named by content (the site's hash.txt): the pages link those
+/// names, browsers keep those files for a year, and everything else is revalidated.
+#[tokio::test]
+async fn hashed_bundle_files_are_linked_and_kept_and_the_rest_revalidated() {
+    let site = std::env::temp_dir().join(format!("reeltime-site-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(site.join("pkg")).unwrap();
+    std::fs::write(site.join("hash.txt"), "js: jS1\nwasm: wA2\ncss: cS3\n").unwrap();
+    std::fs::write(site.join("pkg/reeltime.cS3.css"), "body{}").unwrap();
+    std::fs::write(site.join("pkg/reeltime.jS1.js"), "export{}").unwrap();
+    std::fs::write(site.join("favicon.svg"), "<svg/>").unwrap();
+    let app = spawn_app_with(&[("LEPTOS_SITE_ROOT", site.to_str().unwrap())]).await;
+
+    let html = get_html(&app, app.url("/")).await;
+    for name in ["reeltime.cS3.css", "reeltime.jS1.js", "reeltime.wA2.wasm"] {
+        assert!(
+            html.contains(&format!("\"/pkg/{name}\"")),
+            "{name} in {html}"
+        );
+    }
+    let cache = |path: &'static str| {
+        let client = app.client.clone();
+        let url = app.url(path);
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            let status = response.status();
+            let header = response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, header)
+        }
+    };
+    let forever = Some("public, max-age=31536000, immutable".to_owned());
+    assert_eq!(
+        cache("/pkg/reeltime.cS3.css").await,
+        (StatusCode::OK, forever.clone())
+    );
+    assert_eq!(
+        cache("/pkg/reeltime.jS1.js").await,
+        (StatusCode::OK, forever)
+    );
+    assert_eq!(
+        cache("/favicon.svg").await,
+        (StatusCode::OK, Some("no-cache".to_owned()))
+    );
+    let (status, header) = cache("/pkg/reeltime.cS3.missing.css").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_ne!(
+        header.as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    let _ = std::fs::remove_dir_all(&site);
 }
