@@ -49,17 +49,8 @@ async fn pages_finish_while_routers_are_built_beside_them() {
     });
     let mut stalled = None;
     for round in 0..20 {
-        let page = tokio::time::timeout(std::time::Duration::from_secs(10), async {
-            app.client
-                .get(app.url("/"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
-        .await;
+        let page =
+            tokio::time::timeout(std::time::Duration::from_secs(10), app.get_text("/")).await;
         match page {
             Ok(html) => assert!(html.contains("beside-a-router.mp4"), "page {round}: {html}"),
             Err(_) => {
