@@ -27,7 +27,6 @@ pub use dashboard::Dashboard;
 /// The HTML document around the app; rendered on the server only. `stylesheet` is the
 /// stylesheet's address (its name carries a content hash in a release build).
 pub fn shell(options: LeptosOptions, stylesheet: String) -> impl IntoView {
-    let css = stylesheet;
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -37,7 +36,7 @@ pub fn shell(options: LeptosOptions, stylesheet: String) -> impl IntoView {
                 <meta name="color-scheme" content="light dark"/>
                 <title>"Reeltime"</title>
                 <link rel="icon" href="/favicon.svg" type="image/svg+xml"/>
-                <link rel="stylesheet" href=css/>
+                <link rel="stylesheet" href=stylesheet/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
             </head>

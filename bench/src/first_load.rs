@@ -41,10 +41,13 @@ pub(crate) async fn first_load() -> Result<()> {
                 if status_of(&head)? != 200 {
                     return Err(format!("GET {file}: {head}").into());
                 }
-                if header(&head, "content-encoding").as_deref() != Some(encoding) {
+                if header_values(&head, "content-encoding").next() != Some(encoding) {
                     println!("({file} is not sent {encoding}-compressed)");
                 }
-                cache = header(&head, "cache-control").unwrap_or_else(|| "none".into());
+                cache = header_values(&head, "cache-control")
+                    .next()
+                    .unwrap_or("none")
+                    .to_owned();
                 sizes.push(body.len());
             }
             gzip += sizes[0];
@@ -87,28 +90,13 @@ async fn get(
     cookie: &str,
     encoding: &str,
 ) -> Result<(String, Vec<u8>)> {
-    let mut socket = TcpStream::connect(&server.address).await?;
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {}\r\nCookie: {cookie}\r\nAccept-Encoding: {encoding}\r\n\r\n",
         server.address
     );
-    socket.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let at = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| format!("GET {path}: an answer without a body"))?;
-    let head = String::from_utf8_lossy(&response[..at]).into_owned();
-    Ok((head, response[at + 4..].to_vec()))
-}
-
-/// A header's value in an answer's head.
-fn header(head: &str, name: &str) -> Option<String> {
-    head.lines()
-        .filter_map(|line| line.split_once(':'))
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.trim().to_owned())
+    exchange_bytes(&server.address, &request)
+        .await
+        .map_err(|err| format!("GET {path}: {err}").into())
 }
 
 #[cfg(test)]

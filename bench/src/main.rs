@@ -255,15 +255,35 @@ async fn on_fresh_server(
 
 /// One request written as is on its own connection; the answer's head and body.
 async fn exchange(address: &str, request: &str) -> Result<(String, String)> {
+    let (head, body) = exchange_bytes(address, request).await?;
+    Ok((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// [`exchange`], the body's bytes as sent (a compressed file, counted).
+async fn exchange_bytes(address: &str, request: &str) -> Result<(String, Vec<u8>)> {
     let mut socket = TcpStream::connect(address).await?;
     socket.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     socket.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("an answer without a body: {response:?}"))?;
-    Ok((head.to_owned(), body.to_owned()))
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| {
+            format!(
+                "an answer without a body: {:?}",
+                String::from_utf8_lossy(&response)
+            )
+        })?;
+    let head = String::from_utf8_lossy(&response[..at]).into_owned();
+    Ok((head, response[at + 4..].to_vec()))
+}
+
+/// The values of the header `name` in an answer's head, in order.
+fn header_values<'a>(head: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> {
+    head.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.trim())
 }
 
 /// The status code in an answer's head.

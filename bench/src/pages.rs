@@ -60,10 +60,8 @@ pub(crate) async fn viewer_cookie(server: &Server, pool: &PgPool) -> Result<Stri
     )
     .await?
     .0;
-    head.lines()
-        .filter_map(|line| line.split_once(':'))
-        .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
-        .filter_map(|(_, value)| value.trim().split(';').next())
+    header_values(&head, "set-cookie")
+        .filter_map(|value| value.split(';').next())
         .map(str::to_owned)
         .reduce(|all, one| format!("{all}; {one}"))
         .ok_or_else(|| format!("signing in set no cookie: {head}").into())

@@ -88,7 +88,9 @@ impl Site {
     /// How long a browser may keep the file at `path` (a request path).
     pub fn cache_control(&self, path: &str) -> HeaderValue {
         let hashed = path
-            .strip_prefix(&format!("/{PKG}/"))
+            .strip_prefix('/')
+            .and_then(|path| path.strip_prefix(PKG))
+            .and_then(|path| path.strip_prefix('/'))
             .filter(|name| !name.contains('/'))
             .is_some_and(|name| {
                 self.hashes

@@ -369,18 +369,17 @@ async fn refuse_transaction_pooler(
 }
 
 fn leptos_options(settings: &Settings, site: &Site, local: SocketAddr) -> LeptosOptions {
-    let options = LeptosOptions::builder()
+    let mut options = LeptosOptions::builder()
         .output_name(crate::site::OUTPUT_NAME)
         .site_root(settings.site_root.to_string_lossy().into_owned())
         .site_pkg_dir(crate::site::PKG)
-        .site_addr(local);
-    match site.hash_file() {
-        Some(hash_file) => options
-            .hash_files(true)
-            .hash_file(hash_file.to_string_lossy().into_owned().into())
-            .build(),
-        None => options.build(),
+        .site_addr(local)
+        .build();
+    if let Some(hash_file) = site.hash_file() {
+        options.hash_files = true;
+        options.hash_file = hash_file.to_string_lossy().into_owned().into();
     }
+    options
 }
 
 /// Where this process reaches itself (`host:port`): the listening address, loopback if it
