@@ -5,38 +5,39 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// A position in the change log: the writing transaction's id, then the entry's sequence
-/// number. Entries are delivered in this order, which (read below the oldest running
-/// transaction) never lets a late commit slip behind a position already delivered.
+/// A position in the change log: the writing transaction's order key (taken when it first
+/// wrote the log), then the entry's sequence number. Entries are delivered in this order,
+/// which (read below the smallest key still in use, decision 004) never lets a late commit
+/// slip behind a position already delivered.
 ///
-/// Written as `<xid>.<seq>`; `0.0` is the very beginning.
+/// Written as `<key>.<seq>`; `0.0` is the very beginning.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChangePosition {
-    pub xid: u64,
+    pub tx: u64,
     pub seq: i64,
 }
 
 impl ChangePosition {
-    pub const START: ChangePosition = ChangePosition { xid: 0, seq: 0 };
+    pub const START: ChangePosition = ChangePosition { tx: 0, seq: 0 };
 }
 
 impl fmt::Display for ChangePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.xid, self.seq)
+        write!(f, "{}.{}", self.tx, self.seq)
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a change position (expected <xid>.<seq>, as sent in an event's id)")]
+#[error("{0:?} is not a change position (expected <key>.<seq>, as sent in an event's id)")]
 pub struct BadPosition(pub String);
 
 impl FromStr for ChangePosition {
     type Err = BadPosition;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadPosition(s.to_owned());
-        let (xid, seq) = s.trim().split_once('.').ok_or_else(bad)?;
+        let (tx, seq) = s.trim().split_once('.').ok_or_else(bad)?;
         Ok(ChangePosition {
-            xid: xid.parse().map_err(|_| bad())?,
+            tx: tx.parse().map_err(|_| bad())?,
             seq: seq.parse().ok().filter(|s: &i64| *s >= 0).ok_or_else(bad)?,
         })
     }
@@ -92,8 +93,7 @@ impl FromStr for ChangeOp {
 }
 
 /// A Postgres snapshot (`pg_current_snapshot()`, written `xmin:xmax:xip,…`): which
-/// transactions' effects a read saw. A `reset` snapshot already reflects every change whose
-/// transaction is visible here, so those are not sent again after it.
+/// transactions' effects a read saw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxSnapshot {
     pub xmin: u64,
@@ -133,6 +133,29 @@ impl FromStr for TxSnapshot {
     }
 }
 
+/// What a page read in one snapshot already shows, so that the changes after its position
+/// can skip those it reflects: a `reset` is followed by neither gaps nor repeats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    /// The snapshot the page was read in.
+    pub snapshot: TxSnapshot,
+    /// The last order key handed out, read after the snapshot was taken: a transaction the
+    /// snapshot sees had taken its key by then, so no later key can be in it.
+    pub issued: u64,
+}
+
+impl Shown {
+    /// Whether the change at `position`, written by transaction `xid`, is already shown.
+    pub fn includes(&self, position: ChangePosition, xid: u64) -> bool {
+        position.tx <= self.issued && self.snapshot.sees(xid)
+    }
+
+    /// Whether nothing at or after `position` can be shown: the snapshot can be let go.
+    pub fn is_behind(&self, position: ChangePosition) -> bool {
+        position.tx > self.issued
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,9 +176,33 @@ mod tests {
     }
 
     #[test]
+    fn a_page_shows_the_changes_its_snapshot_sees_up_to_the_last_key_issued() {
+        let shown = Shown {
+            snapshot: "100:105:101,103".parse().unwrap(),
+            issued: 40,
+        };
+        let at = |tx| ChangePosition { tx, seq: 1 };
+        assert!(shown.includes(at(38), 102));
+        assert!(
+            !shown.includes(at(38), 101),
+            "still running when the page was read"
+        );
+        assert!(
+            !shown.includes(at(39), 105),
+            "began after the page was read"
+        );
+        assert!(
+            !shown.includes(at(41), 99),
+            "a key taken after the page was read is never in it"
+        );
+        assert!(!shown.is_behind(at(40)));
+        assert!(shown.is_behind(at(41)));
+    }
+
+    #[test]
     fn positions_round_trip_and_order_by_transaction_first() {
-        let a = ChangePosition { xid: 7, seq: 11 };
-        let b = ChangePosition { xid: 8, seq: 10 };
+        let a = ChangePosition { tx: 7, seq: 11 };
+        let b = ChangePosition { tx: 8, seq: 10 };
         assert!(a < b, "a later transaction comes later, whatever its seq");
         assert_eq!("7.11".parse::<ChangePosition>(), Ok(a));
         assert_eq!(a.to_string(), "7.11");

@@ -18,7 +18,7 @@ pub mod signature;
 pub mod submission;
 
 pub use access::{Role, TokenScope, Viewer};
-pub use change::{ChangeOp, ChangePosition, TxSnapshot};
+pub use change::{ChangeOp, ChangePosition, Shown, TxSnapshot};
 pub use filter::{FilterError, JobFilter};
 pub use ittybit::{
     normalize_webhook, CreateJobRequest, IttybitError, IttybitFile, IttybitJob, IttybitTask,

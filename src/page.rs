@@ -90,7 +90,7 @@ pub struct JobPage {
     pub jobs: Vec<Job>,
     /// Pass as `before` to get the next, older page; absent on the last page.
     pub next_before: Option<String>,
-    /// The change log's position when the page was read (`<xid>.<seq>`): subscribe to
+    /// The change log's position when the page was read (`<key>.<seq>`): subscribe to
     /// `/api/events` from here and no change falls between the page and the stream.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "812.4"))]
     pub position: Option<crate::change::ChangePosition>,

@@ -239,7 +239,7 @@ mod tests {
 
     #[test]
     fn a_reopened_stream_resumes_from_the_pages_position() {
-        let position = ChangePosition { xid: 812, seq: 4 };
+        let position = ChangePosition { tx: 812, seq: 4 };
         assert_eq!(events_url(Some(position)), "/api/events?after=812.4");
         assert_eq!(events_url(None), "/api/events");
     }

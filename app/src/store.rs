@@ -220,15 +220,15 @@ pub(crate) mod tests {
         }
     }
 
-    fn at(xid: u64) -> ChangePosition {
-        ChangePosition { xid, seq: 1 }
+    fn at(tx: u64) -> ChangePosition {
+        ChangePosition { tx, seq: 1 }
     }
 
-    fn page(jobs: Vec<Job>, xid: u64) -> JobPage {
+    fn page(jobs: Vec<Job>, tx: u64) -> JobPage {
         JobPage {
             jobs,
             next_before: None,
-            position: Some(at(xid)),
+            position: Some(at(tx)),
         }
     }
 

@@ -104,10 +104,14 @@ pub(crate) async fn ssr(server: &Server, pool: &PgPool, samples: usize) -> Resul
     println!("## The plans of what each page load asks");
     for (what, sql) in [
         (
-            "the change log's horizon (the feed's position)",
-            "select xid, seq from job_changes
-             where xid < pg_snapshot_xmin(pg_current_snapshot())
-             order by xid desc, seq desc limit 1",
+            "the change log's horizon",
+            "select reeltime_change_horizon()",
+        ),
+        (
+            "the feed's position (the last entry below the horizon)",
+            "select tx_key, seq from job_changes
+             where tx_key < (select reeltime_change_horizon())
+             order by tx_key desc, seq desc limit 1",
         ),
         (
             "the status tabs' counts, unfiltered",

@@ -42,6 +42,8 @@ const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::fr
 #[derive(Debug)]
 pub struct Frame {
     pub position: ChangePosition,
+    /// The writing transaction's id: whether a page's snapshot already shows the change.
+    pub xid: u64,
     pub op: ChangeOp,
     pub bytes: Bytes,
 }
@@ -52,6 +54,7 @@ impl Frame {
         let data = serde_json::to_string(&change.job).expect("a job serialises");
         Frame {
             position: change.position,
+            xid: change.xid,
             op: change.op,
             bytes: Bytes::from(format!(
                 "id: {}\nevent: {}\ndata: {data}\n\n",
@@ -366,11 +369,12 @@ mod tests {
         }
     }
 
-    fn frame(xid: u64) -> Frame {
+    fn frame(tx: u64) -> Frame {
         Frame {
-            position: ChangePosition { xid, seq: 1 },
+            position: ChangePosition { tx, seq: 1 },
+            xid: tx,
             op: ChangeOp::Update,
-            bytes: Bytes::from(format!("id: {xid}.1\n\n")),
+            bytes: Bytes::from(format!("id: {tx}.1\n\n")),
         }
     }
 
@@ -395,14 +399,14 @@ mod tests {
     #[tokio::test]
     async fn the_recent_changes_resume_exactly_what_they_hold() {
         let feed = feed(3);
-        for xid in 10..=14 {
-            feed.publish(frame(xid));
+        for tx in 10..=14 {
+            feed.publish(frame(tx));
         }
         // Holds 12, 13, 14: every change after 11.
         let positions = |after: u64| {
-            feed.resume(ChangePosition { xid: after, seq: 1 })
+            feed.resume(ChangePosition { tx: after, seq: 1 })
                 .missed
-                .map(|frames| frames.iter().map(|f| f.position.xid).collect::<Vec<_>>())
+                .map(|frames| frames.iter().map(|f| f.position.tx).collect::<Vec<_>>())
         };
         assert_eq!(positions(11), Some(vec![12, 13, 14]));
         assert_eq!(positions(13), Some(vec![14]));
@@ -411,12 +415,12 @@ mod tests {
         assert_eq!(positions(15), None, "newer than what it delivered");
         // A position between two changes resumes after it.
         let between = feed
-            .resume(ChangePosition { xid: 12, seq: 5 })
+            .resume(ChangePosition { tx: 12, seq: 5 })
             .missed
             .unwrap();
         assert_eq!(between.len(), 2);
         // Read past an entry that could not be decoded: the feed holds up to it.
-        feed.read_through(ChangePosition { xid: 16, seq: 1 });
+        feed.read_through(ChangePosition { tx: 16, seq: 1 });
         assert_eq!(positions(16), Some(vec![]));
     }
 

@@ -1,9 +1,11 @@
 //! The change log (`job_changes`): what the live feed replays and follows. A trigger on `jobs`
 //! writes it, in the writer's own transaction, whoever the writer is.
 //!
-//! Entries are read in `(xid, seq)` order and only below the delivery horizon, the oldest
-//! transaction still running (decision 004): an entry above it may still be joined, later, by
-//! entries of a transaction that began earlier and has not committed yet.
+//! Entries are read in `(tx_key, seq)` order and only below the delivery horizon, the smallest
+//! order key a running transaction holds (decision 004): an entry above it may still be joined,
+//! later, by entries of a transaction that took an earlier key and has not committed yet. The
+//! horizon is read in a statement of its own, before the read it bounds: that read's snapshot
+//! must be taken after every transaction below the horizon ended.
 //!
 //! An entry that cannot be turned into a [`Job`] (written by hand, say) is never delivered,
 //! but it is never silently dropped either: it is logged, counted ([`undecodable_total`]), and
@@ -13,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reeltime::{ChangeOp, ChangePosition, Job, TxSnapshot};
+use reeltime::{ChangeOp, ChangePosition, Job, Shown, TxSnapshot};
 use sqlx::PgPool;
 
 /// Entries read from the log that could not be decoded, since the process started.
@@ -28,45 +30,62 @@ pub fn undecodable_total() -> u64 {
 #[derive(Debug, Clone)]
 pub struct Change {
     pub position: ChangePosition,
+    /// The writing transaction's id: whether a snapshot already shows this change.
+    pub xid: u64,
     pub op: ChangeOp,
     pub job: Job,
 }
 
-/// The change log's delivery horizon as this snapshot sees it: the last entry written by a
-/// transaction older than every transaction still running. Everything at or before it is
-/// final; anything after it may still be joined by entries from transactions in flight.
-pub async fn log_position(conn: impl sqlx::PgExecutor<'_>) -> Result<ChangePosition, sqlx::Error> {
-    Ok(log_horizon(conn).await?.0)
+/// The delivery horizon: every entry whose order key is below it is final, and no entry will
+/// ever be written below it again. Its own statement (it holds the key gate to the end of its
+/// transaction); a read bounded by it must come after it.
+pub async fn horizon(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let horizon = sqlx::query_scalar!(r#"select reeltime_change_horizon() as "horizon!""#)
+        .fetch_one(conn)
+        .await?;
+    Ok(horizon as u64)
 }
 
-/// [`log_position`], and the snapshot it was read in, in one statement.
-pub async fn log_horizon(
+/// The last final entry: where a reader that has seen everything so far stands.
+pub async fn log_position(pool: &PgPool) -> Result<ChangePosition, sqlx::Error> {
+    let below = horizon(pool).await?;
+    Ok(page_position(pool, below).await?.0)
+}
+
+/// The last entry below `horizon` (read earlier, on its own), the snapshot this statement
+/// reads in, and what a page read in that snapshot shows: one statement, so that inside a
+/// REPEATABLE READ transaction all three describe the page read next.
+pub async fn page_position(
     conn: impl sqlx::PgExecutor<'_>,
-) -> Result<(ChangePosition, TxSnapshot), sqlx::Error> {
+    horizon: u64,
+) -> Result<(ChangePosition, Shown), sqlx::Error> {
     let row = sqlx::query!(
-        r#"select s.snap::text as "snapshot!", c.xid as "xid?", c.seq as "seq?"
-         from (select pg_current_snapshot() as snap) s
+        r#"select pg_current_snapshot()::text as "snapshot!",
+                  coalesce(pg_sequence_last_value('job_change_keys'), 0) as "issued!",
+                  c.tx_key as "tx_key?", c.seq as "seq?"
+         from (select 1) one
          left join lateral (
-             -- Ordered by the columns, not the bigint alias: the alias would sort the whole
-             -- log instead of reading the (xid, seq) index backwards.
-             select (l.xid::text)::bigint as xid, l.seq from job_changes l
-             where l.xid < pg_snapshot_xmin(s.snap)
-             order by l.xid desc, l.seq desc limit 1) c on true"#
+             select l.tx_key, l.seq from job_changes l where l.tx_key < $1
+             order by l.tx_key desc, l.seq desc limit 1) c on true"#,
+        horizon as i64,
     )
     .fetch_one(conn)
     .await?;
-    let position = match (row.xid, row.seq) {
-        (Some(xid), Some(seq)) => ChangePosition {
-            xid: xid as u64,
-            seq,
-        },
+    let position = match (row.tx_key, row.seq) {
+        (Some(tx), Some(seq)) => ChangePosition { tx: tx as u64, seq },
         _ => ChangePosition::START,
     };
     let snapshot = row
         .snapshot
         .parse::<TxSnapshot>()
         .map_err(|e| sqlx::Error::Decode(e.into()))?;
-    Ok((position, snapshot))
+    Ok((
+        position,
+        Shown {
+            snapshot,
+            issued: row.issued as u64,
+        },
+    ))
 }
 
 /// One read of the log.
@@ -100,16 +119,17 @@ pub async fn read_changes(
     after: ChangePosition,
     limit: i64,
 ) -> Result<ChangeBatch, sqlx::Error> {
+    let below = horizon(pool).await? as i64;
     let rows = sqlx::query!(
-        r#"with horizon as (select pg_snapshot_xmin(pg_current_snapshot()) as xmin)
-         select (c.xid::text)::bigint as "xid!", c.seq, c.op, c.row_data,
-                c.xid >= h.xmin as "beyond_horizon!"
-         from job_changes c, horizon h
-         where (c.xid, c.seq) > ($1::text::xid8, $2)
-         order by c.xid, c.seq limit $3"#,
-        after.xid.to_string(),
+        r#"select c.tx_key, c.seq, (c.xid::text)::bigint as "xid!", c.op, c.row_data,
+                c.tx_key >= $4 as "beyond_horizon!"
+         from job_changes c
+         where (c.tx_key, c.seq) > ($1, $2)
+         order by c.tx_key, c.seq limit $3"#,
+        after.tx as i64,
         after.seq,
         limit,
+        below,
     )
     .fetch_all(pool)
     .await?;
@@ -123,7 +143,7 @@ pub async fn read_changes(
             break;
         }
         let position = ChangePosition {
-            xid: row.xid as u64,
+            tx: row.tx_key as u64,
             seq: row.seq,
         };
         batch.read += 1;
@@ -131,6 +151,7 @@ pub async fn read_changes(
         match decode(position, row.row_data) {
             Some(job) => batch.changes.push(Change {
                 position,
+                xid: row.xid as u64,
                 op: row.op,
                 job,
             }),
@@ -172,26 +193,24 @@ impl ResumeBounds {
 }
 
 pub async fn resume_bounds(pool: &PgPool) -> Result<ResumeBounds, sqlx::Error> {
+    let below = horizon(pool).await? as i64;
     let row = sqlx::query!(
-        r#"select (p.xid::text)::bigint as "pruned_xid!", p.seq as "pruned_seq!",
-                  (c.xid::text)::bigint as "head_xid?", c.seq as "head_seq?"
+        r#"select p.tx_key as "pruned_tx!", p.seq as "pruned_seq!",
+                  c.tx_key as "head_tx?", c.seq as "head_seq?"
          from job_changes_pruned p
          left join lateral (
-             select xid, seq from job_changes
-             where xid < pg_snapshot_xmin(pg_current_snapshot())
-             order by xid desc, seq desc limit 1) c on true"#
+             select tx_key, seq from job_changes where tx_key < $1
+             order by tx_key desc, seq desc limit 1) c on true"#,
+        below,
     )
     .fetch_one(pool)
     .await?;
     let pruned = ChangePosition {
-        xid: row.pruned_xid as u64,
+        tx: row.pruned_tx as u64,
         seq: row.pruned_seq,
     };
-    let head = match (row.head_xid, row.head_seq) {
-        (Some(xid), Some(seq)) => ChangePosition {
-            xid: xid as u64,
-            seq,
-        },
+    let head = match (row.head_tx, row.head_seq) {
+        (Some(tx), Some(seq)) => ChangePosition { tx: tx as u64, seq },
         _ => pruned,
     };
     Ok(ResumeBounds {
@@ -213,16 +232,17 @@ pub struct LogTail {
 }
 
 pub async fn log_tail(pool: &PgPool, limit: i64) -> Result<LogTail, sqlx::Error> {
+    let below = horizon(pool).await? as i64;
     let rows = sqlx::query!(
-        r#"select (p.xid::text)::bigint as "pruned_xid!", p.seq as "pruned_seq!",
-                  (t.xid::text)::bigint as "xid?", t.seq as "seq?", t.op as "op?: ChangeOp",
-                  t.row_data as "row_data?"
+        r#"select p.tx_key as "pruned_tx!", p.seq as "pruned_seq!",
+                  t.tx_key as "tx_key?", t.seq as "seq?", (t.xid::text)::bigint as "xid?",
+                  t.op as "op?: ChangeOp", t.row_data as "row_data?"
          from job_changes_pruned p
          left join lateral (
-             select xid, seq, op, row_data from job_changes
-             where xid < pg_snapshot_xmin(pg_current_snapshot())
-             order by xid desc, seq desc limit $1::bigint + 1) t on true"#,
+             select tx_key, seq, xid, op, row_data from job_changes where tx_key < $2
+             order by tx_key desc, seq desc limit $1::bigint + 1) t on true"#,
         limit,
+        below,
     )
     .fetch_all(pool)
     .await?;
@@ -230,38 +250,37 @@ pub async fn log_tail(pool: &PgPool, limit: i64) -> Result<LogTail, sqlx::Error>
     let mut entries = Vec::with_capacity(rows.len());
     for row in rows {
         tail.from = ChangePosition {
-            xid: row.pruned_xid as u64,
+            tx: row.pruned_tx as u64,
             seq: row.pruned_seq,
         };
-        if let (Some(xid), Some(seq), Some(op), Some(data)) =
-            (row.xid, row.seq, row.op, row.row_data)
+        if let (Some(tx), Some(seq), Some(xid), Some(op), Some(data)) =
+            (row.tx_key, row.seq, row.xid, row.op, row.row_data)
         {
-            entries.push((
-                ChangePosition {
-                    xid: xid as u64,
-                    seq,
-                },
-                op,
-                data,
-            ));
+            let position = ChangePosition { tx: tx as u64, seq };
+            entries.push((position, xid as u64, op, data));
         }
     }
     // Newest first: one more than asked for means the oldest only marks where the rest
     // begin; fewer means every entry after the pruned mark is here.
     if entries.len() as i64 > limit {
-        if let Some((oldest, _, _)) = entries.pop() {
+        if let Some((oldest, ..)) = entries.pop() {
             tail.from = oldest;
         }
     }
     tail.head = entries
         .first()
-        .map_or(tail.from, |(position, _, _)| *position);
-    entries.retain(|(position, _, _)| *position > tail.from);
+        .map_or(tail.from, |(position, ..)| *position);
+    entries.retain(|(position, ..)| *position > tail.from);
     tail.changes = entries
         .into_iter()
         .rev()
-        .filter_map(|(position, op, data)| {
-            decode(position, data).map(|job| Change { position, op, job })
+        .filter_map(|(position, xid, op, data)| {
+            decode(position, data).map(|job| Change {
+                position,
+                xid,
+                op,
+                job,
+            })
         })
         .collect();
     Ok(tail)
@@ -273,11 +292,11 @@ pub async fn prune(pool: &PgPool, retention: Duration) -> Result<u64, sqlx::Erro
         r#"with gone as (
              delete from job_changes
              where changed_at < now() - make_interval(secs => $1)
-             returning xid, seq),
-         last as (select xid, seq from gone order by xid desc, seq desc limit 1),
+             returning tx_key, seq),
+         last as (select tx_key, seq from gone order by tx_key desc, seq desc limit 1),
          moved as (
-             update job_changes_pruned p set xid = last.xid, seq = last.seq from last
-             where (last.xid, last.seq) > (p.xid, p.seq))
+             update job_changes_pruned p set tx_key = last.tx_key, seq = last.seq from last
+             where (last.tx_key, last.seq) > (p.tx_key, p.seq))
          select count(*) as "deleted!" from gone"#,
         retention.as_secs_f64(),
     )

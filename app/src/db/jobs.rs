@@ -3,12 +3,12 @@
 
 use reeltime::{
     FieldErrors, Job, JobFilter, JobId, JobKind, JobPage, JobStatus, JobSubmission, NewJob,
-    Normalized, PageCursor, PageLimit, TxSnapshot,
+    Normalized, PageCursor, PageLimit, Shown,
 };
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::changes::log_horizon;
+use super::changes::{horizon, page_position};
 use super::operate::FilterParams;
 
 /// Why a submission was not stored.
@@ -85,8 +85,8 @@ pub async fn list_jobs(
         .0)
 }
 
-/// [`list_jobs`], and the snapshot the page was read in: the page reflects every change made
-/// by a transaction that snapshot sees.
+/// [`list_jobs`], and what the page shows of the change log (its snapshot): the changes after
+/// its position that it already reflects.
 ///
 /// The filter is `reeltime_filtered_jobs` (the SQL of `JobFilter::matches`), which the planner
 /// inlines; custom plans fold its unset conditions away, so an unfiltered page walks
@@ -96,13 +96,16 @@ pub async fn list_jobs_with_snapshot(
     filter: &JobFilter,
     before: Option<PageCursor>,
     limit: PageLimit,
-) -> Result<(JobPage, TxSnapshot), sqlx::Error> {
+) -> Result<(JobPage, Shown), sqlx::Error> {
     let limit = limit.get() as usize;
     // One extra row tells whether an older page exists.
     let fetch = (limit + 1) as i64;
+    // The horizon first, on its own: every transaction below it has ended before the page's
+    // snapshot is taken, so the page shows all of their changes.
+    let below = horizon(pool).await?;
     let mut tx =
         super::begin_with(pool, "begin isolation level repeatable read, read only").await?;
-    let (position, snapshot) = log_horizon(&mut *tx).await?;
+    let (position, shown) = page_position(&mut *tx, below).await?;
     super::custom_plans(&mut tx).await?;
     let f = FilterParams::of(filter);
     let (cursor_at, cursor_id) = match before {
@@ -145,7 +148,7 @@ pub async fn list_jobs_with_snapshot(
         next_before,
         position: Some(position),
     };
-    Ok((page, snapshot))
+    Ok((page, shown))
 }
 
 /// How many jobs of each status `filter` lets through, its own status condition aside (the

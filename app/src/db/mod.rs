@@ -23,7 +23,7 @@ mod transaction;
 pub mod users;
 pub mod webhooks;
 
-pub use changes::{log_horizon, log_position, Change};
+pub use changes::{log_position, Change};
 pub use jobs::{
     get_job, list_jobs, list_jobs_with_snapshot, status_counts, submit_job, Applied, SubmitError,
 };

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures::{stream, Stream, StreamExt};
-use reeltime::{ChangePosition, PageLimit, TxSnapshot};
+use reeltime::{ChangePosition, PageLimit, Shown};
 use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -49,7 +49,7 @@ pub fn router() -> Router<AppState> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct EventsParams {
-    /// Resume after this position (`<xid>.<seq>`, an event's `id`).
+    /// Resume after this position (`<key>.<seq>`, an event's `id`).
     after: Option<String>,
 }
 
@@ -151,8 +151,8 @@ struct Subscriber {
     cancel: CancellationToken,
     /// The last position this client has been sent.
     last: ChangePosition,
-    /// After a reset: the snapshot it was read in. Changes it already reflects are skipped.
-    reflected: Option<TxSnapshot>,
+    /// After a reset: what its page shows. Changes it already reflects are skipped.
+    reflected: Option<Shown>,
     phase: Phase,
     /// One of the person's allowed streams, freed when this one ends.
     _slot: Option<StreamSlot>,
@@ -209,7 +209,7 @@ impl Subscriber {
                         };
                         let mut out = Vec::new();
                         for change in &batch.changes {
-                            if !self.already_reflected(change.position) {
+                            if !self.already_reflected(change.position, change.xid) {
                                 out.extend_from_slice(&Frame::of(change).bytes);
                             }
                         }
@@ -236,7 +236,7 @@ impl Subscriber {
                             self.phase = Phase::Live;
                             if frame.position > self.last {
                                 self.last = frame.position;
-                                if !self.already_reflected(frame.position) {
+                                if !self.already_reflected(frame.position, frame.xid) {
                                     return Some((frame.bytes.clone(), self));
                                 }
                             }
@@ -255,7 +255,7 @@ impl Subscriber {
                                 let mut out = Vec::new();
                                 for frame in frames {
                                     self.last = frame.position;
-                                    if !self.already_reflected(frame.position) {
+                                    if !self.already_reflected(frame.position, frame.xid) {
                                         out.extend_from_slice(&frame.bytes);
                                     }
                                 }
@@ -276,12 +276,13 @@ impl Subscriber {
         }
     }
 
-    /// Whether the last reset's snapshot already shows this change. Changes come in
-    /// transaction order, so once one is past the snapshot, none after it can be in it.
-    fn already_reflected(&mut self, position: ChangePosition) -> bool {
+    /// Whether the last reset's page already shows this change. Changes come in key order,
+    /// so once one is past the last key issued when the page was read, none after it can be
+    /// in it.
+    fn already_reflected(&mut self, position: ChangePosition, xid: u64) -> bool {
         match &self.reflected {
-            Some(snapshot) if snapshot.sees(position.xid) => true,
-            Some(snapshot) if position.xid >= snapshot.xmax => {
+            Some(shown) if shown.includes(position, xid) => true,
+            Some(shown) if shown.is_behind(position) => {
                 self.reflected = None;
                 false
             }
@@ -300,10 +301,10 @@ impl Subscriber {
         )
         .await
         {
-            Ok((page, snapshot)) => {
+            Ok((page, shown)) => {
                 let position = page.position.unwrap_or_default();
                 self.last = position;
-                self.reflected = Some(snapshot);
+                self.reflected = Some(shown);
                 metrics::counter!(SSE_RESETS).increment(1);
                 let data = serde_json::to_string(&page).expect("a page serialises");
                 Some(format!("id: {position}\nevent: reset\ndata: {data}\n\n"))

@@ -10,6 +10,7 @@ mod embedded;
 mod events;
 mod health;
 mod helpers;
+mod horizon;
 mod ittybit;
 mod job_actions;
 mod job_actions_processor;

@@ -15,13 +15,13 @@ async fn insert_unreadable_change(pool: &sqlx::PgPool) -> ChangePosition {
     let row = sqlx::query!(
         r#"insert into job_changes (op, job_id, row_data)
          values ('update', gen_random_uuid(), '{"not": "a job"}')
-         returning (xid::text)::bigint as "xid!", seq"#
+         returning tx_key, seq"#
     )
     .fetch_one(pool)
     .await
     .unwrap();
     ChangePosition {
-        xid: row.xid as u64,
+        tx: row.tx_key as u64,
         seq: row.seq,
     }
 }

@@ -33,8 +33,8 @@ pub async fn subscribe(app: &TestApp, after: Option<&str>, last_event_id: Option
 }
 
 /// The next event; fails the test if none comes within 30 s or the stream ends. (Generous:
-/// delivery waits for the oldest transaction in the whole cluster, and the tests' parallel
-/// `create database` statements are transactions too.)
+/// the tests share two cores with many apps, and delivery waits for every earlier writer of
+/// `jobs` in the test's database.)
 pub async fn next(events: &mut Events) -> Event {
     tokio::time::timeout(Duration::from_secs(30), events.next())
         .await
