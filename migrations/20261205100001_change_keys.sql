@@ -20,6 +20,25 @@
 
 create sequence if not exists job_change_keys as bigint cache 1;
 
+-- The gate is taken and let go at session level, inside one protected block: a leaked gate
+-- would stop every reader (or every writer), so any error or cancel in between lets it go (and
+-- the session's end releases it in any case).
+create or replace function reeltime_change_gate_release(exclusive boolean) returns void
+language plpgsql volatile as $$
+begin
+    if exists (select 1 from pg_locks
+               where pid = pg_backend_pid() and locktype = 'advisory' and objsubid = 2
+                 and classid = 1381258567::oid and objid = 0::oid
+                 and mode = case when exclusive then 'ExclusiveLock' else 'ShareLock' end) then
+        if exclusive then
+            perform pg_advisory_unlock(1381258567, 0);
+        else
+            perform pg_advisory_unlock_shared(1381258567, 0);
+        end if;
+    end if;
+end;
+$$;
+
 create or replace function reeltime_change_key() returns bigint
 language plpgsql volatile as $$
 declare
@@ -28,17 +47,15 @@ begin
     if key is not null then
         return key;
     end if;
-    -- Session-level, so it is let go as soon as the key is locked. It is let go on any error
-    -- too (a leaked gate would stop every reader); the session's end releases it in any case.
-    perform pg_advisory_lock_shared(1381258567, 0);
     begin
+        perform pg_advisory_lock_shared(1381258567, 0);
         key := nextval('job_change_keys');
         perform pg_advisory_xact_lock(1381258571, (key % 2147483648)::int);
-    exception when others or query_canceled then
         perform pg_advisory_unlock_shared(1381258567, 0);
+    exception when others or query_canceled then
+        perform reeltime_change_gate_release(false);
         raise;
     end;
-    perform pg_advisory_unlock_shared(1381258567, 0);
     -- Local to the transaction, and undone by a rolled-back savepoint, as the lock is.
     perform set_config('reeltime.change_key', key::text, true);
     return key;
@@ -51,18 +68,41 @@ declare
     issued bigint;
     oldest bigint;
 begin
-    -- Waits out any writer between taking its key and locking it. Held to the end of the
-    -- caller's transaction: call this in a statement of its own, and read the log in a later
-    -- one (its snapshot must be taken after the keys below the horizon ended).
-    perform pg_advisory_xact_lock(1381258567, 0);
-    issued := coalesce(pg_sequence_last_value('job_change_keys'), 0);
-    select min(issued - ((issued - l.objid::bigint) % 2147483648 + 2147483648) % 2147483648)
-      into oldest
-      from pg_locks l
-     where l.locktype = 'advisory' and l.objsubid = 2 and l.granted
-       and l.classid = 1381258571::oid
-       and l.database = (select oid from pg_database where datname = current_database());
+    -- Waits out any writer between taking its key and locking it.
+    begin
+        perform pg_advisory_lock(1381258567, 0);
+        issued := coalesce(pg_sequence_last_value('job_change_keys'), 0);
+        select min(issued - ((issued - l.objid::bigint) % 2147483648 + 2147483648) % 2147483648)
+          into oldest
+          from pg_locks l
+         where l.locktype = 'advisory' and l.objsubid = 2 and l.granted
+           and l.classid = 1381258571::oid
+           and l.database = (select oid from pg_database where datname = current_database());
+        perform pg_advisory_unlock(1381258567, 0);
+    exception when others or query_canceled then
+        perform reeltime_change_gate_release(true);
+        raise;
+    end;
     return coalesce(oldest, issued + 1);
+end;
+$$;
+
+-- Entries after a position, in order, with whether each is beyond the horizon: the horizon and
+-- then the read, in one round trip. The read is a later statement, so its snapshot is taken
+-- after every transaction below the horizon ended (a volatile function's statements each take
+-- their own snapshot, in READ COMMITTED, the isolation the feed reads in).
+create or replace function reeltime_read_changes(after_tx bigint, after_seq bigint, max_rows bigint)
+returns table (tx_key bigint, seq bigint, xid bigint, op text, row_data jsonb, beyond boolean)
+language plpgsql volatile as $$
+declare
+    below bigint := reeltime_change_horizon();
+begin
+    return query
+        select c.tx_key, c.seq, (c.xid::text)::bigint, c.op, c.row_data, c.tx_key >= below
+        from job_changes c
+        where (c.tx_key, c.seq) > (after_tx, after_seq)
+        order by c.tx_key, c.seq
+        limit max_rows;
 end;
 $$;
 

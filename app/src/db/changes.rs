@@ -5,7 +5,8 @@
 //! order key a running transaction holds (decision 004): an entry above it may still be joined,
 //! later, by entries of a transaction that took an earlier key and has not committed yet. The
 //! horizon is read in a statement of its own, before the read it bounds: that read's snapshot
-//! must be taken after every transaction below the horizon ended.
+//! must be taken after every transaction below the horizon ended. (`read_changes`, the feed's
+//! hot path, does both in one round trip: `reeltime_read_changes` runs them as two statements.)
 //!
 //! An entry that cannot be turned into a [`Job`] (written by hand, say) is never delivered,
 //! but it is never silently dropped either: it is logged, counted ([`undecodable_total`]), and
@@ -119,17 +120,16 @@ pub async fn read_changes(
     after: ChangePosition,
     limit: i64,
 ) -> Result<ChangeBatch, sqlx::Error> {
-    let below = horizon(pool).await? as i64;
+    // The horizon and the read in one round trip: the function reads the horizon first and
+    // the log in a later statement, with its own snapshot.
     let rows = sqlx::query!(
-        r#"select c.tx_key, c.seq, (c.xid::text)::bigint as "xid!", c.op, c.row_data,
-                c.tx_key >= $4 as "beyond_horizon!"
-         from job_changes c
-         where (c.tx_key, c.seq) > ($1, $2)
-         order by c.tx_key, c.seq limit $3"#,
+        r#"select c.tx_key as "tx_key!", c.seq as "seq!", c.xid as "xid!",
+                c.op as "op!: ChangeOp", c.row_data as "row_data!",
+                c.beyond as "beyond_horizon!"
+         from reeltime_read_changes($1, $2, $3) c"#,
         after.tx as i64,
         after.seq,
         limit,
-        below,
     )
     .fetch_all(pool)
     .await?;
