@@ -34,6 +34,30 @@ fn url_of(event: &eventsource_stream::Event) -> String {
     job(event)["input_url"].as_str().unwrap().to_owned()
 }
 
+/// Insert a job and take its event, which must come within 5 s while `T` (an open
+/// transaction elsewhere) still runs.
+async fn delivered_while_t_runs(
+    app: &TestApp,
+    events: &mut Events,
+    url: &str,
+) -> eventsource_stream::Event {
+    insert(app, url).await;
+    let event = within(events, Duration::from_secs(5))
+        .await
+        .expect("delivered while T runs");
+    assert_eq!(url_of(&event), url);
+    event
+}
+
+/// The input URLs of the jobs of every event before a sentinel written now.
+async fn urls_until_sentinel(app: &TestApp, events: &mut Events) -> Vec<String> {
+    until_sentinel(app, events)
+        .await
+        .iter()
+        .map(url_of)
+        .collect()
+}
+
 #[tokio::test]
 async fn a_long_write_transaction_on_another_table_delays_no_event() {
     let app = spawn_app().await;
@@ -80,11 +104,7 @@ async fn a_transaction_that_changes_a_job_holds_back_later_changes_until_it_ends
         "nothing is delivered past a running writer of jobs"
     );
     open.commit().await.unwrap();
-    let urls: Vec<String> = until_sentinel(&app, &mut events)
-        .await
-        .iter()
-        .map(url_of)
-        .collect();
+    let urls = urls_until_sentinel(&app, &mut events).await;
     assert_eq!(
         urls,
         [
@@ -112,11 +132,7 @@ async fn a_transaction_older_than_delivered_changes_that_changes_a_job_late_is_n
         .await
         .unwrap();
 
-    insert(&app, "https://example.com/early.mp4").await;
-    let early = within(&mut events, Duration::from_secs(5))
-        .await
-        .expect("delivered while T runs");
-    assert_eq!(url_of(&early), "https://example.com/early.mp4");
+    let early = delivered_while_t_runs(&app, &mut events, "https://example.com/early.mp4").await;
 
     sqlx::query("insert into jobs (input_url) values ('https://example.com/late.mp4')")
         .execute(&mut *t)
@@ -136,20 +152,12 @@ async fn a_transaction_older_than_delivered_changes_that_changes_a_job_late_is_n
     // A client that saw only the early change resumes with the late one: nothing slipped
     // behind a position already handed out.
     let mut resumed = subscribe(&app, None, Some(&early.id)).await;
-    let urls: Vec<String> = until_sentinel(&app, &mut resumed)
-        .await
-        .iter()
-        .map(url_of)
-        .collect();
+    let urls = urls_until_sentinel(&app, &mut resumed).await;
     assert_eq!(urls, ["https://example.com/late.mp4"]);
     // And one from the start gets both, in the order delivered.
     let mut replayed = subscribe(&app, Some(&start), None).await;
-    let urls: Vec<String> = until_sentinel(&app, &mut replayed)
-        .await
-        .iter()
-        .filter(|event| !url_of(event).contains("sentinel"))
-        .map(url_of)
-        .collect();
+    let mut urls = urls_until_sentinel(&app, &mut replayed).await;
+    urls.retain(|url| !url.contains("sentinel"));
     assert_eq!(
         urls,
         [
@@ -174,22 +182,14 @@ async fn a_rolled_back_savepoint_gives_its_key_up() {
     savepoint.rollback().await.unwrap();
 
     // T still runs but holds no change: it holds nothing back.
-    insert(&app, "https://example.com/meanwhile.mp4").await;
-    let event = within(&mut events, Duration::from_secs(5))
-        .await
-        .expect("delivered while T runs");
-    assert_eq!(url_of(&event), "https://example.com/meanwhile.mp4");
+    delivered_while_t_runs(&app, &mut events, "https://example.com/meanwhile.mp4").await;
 
     sqlx::query("insert into jobs (input_url) values ('https://example.com/kept.mp4')")
         .execute(&mut *t)
         .await
         .unwrap();
     t.commit().await.unwrap();
-    let urls: Vec<String> = until_sentinel(&app, &mut events)
-        .await
-        .iter()
-        .map(url_of)
-        .collect();
+    let urls = urls_until_sentinel(&app, &mut events).await;
     assert_eq!(urls, ["https://example.com/kept.mp4"]);
 }
 
