@@ -38,8 +38,8 @@ pub struct Change {
 }
 
 /// The delivery horizon: every entry whose order key is below it is final, and no entry will
-/// ever be written below it again. Its own statement (it holds the key gate to the end of its
-/// transaction); a read bounded by it must come after it.
+/// ever be written below it again. A read bounded by it must be a later statement, so that its
+/// snapshot is taken after every transaction below the horizon ended.
 pub async fn horizon(conn: impl sqlx::PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let horizon = sqlx::query_scalar!(r#"select reeltime_change_horizon() as "horizon!""#)
         .fetch_one(conn)

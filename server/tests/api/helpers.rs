@@ -16,6 +16,14 @@ pub fn admin_database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Run SQL (one or more statements) that must succeed, as a writer on the side would; a
+/// failure names the SQL.
+pub async fn run(conn: &mut PgConnection, sql: &str) {
+    conn.execute(sqlx::AssertSqlSafe(sql.to_owned()))
+        .await
+        .unwrap_or_else(|err| panic!("{sql}: {err}"));
+}
+
 /// The URL of an app's own database.
 pub fn test_database_url(app: &TestApp) -> String {
     let mut url = url::Url::parse(&admin_database_url()).unwrap();

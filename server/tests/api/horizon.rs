@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{spawn_app, test_database_url, TestApp};
+use crate::helpers::{run, spawn_app, test_database_url, TestApp};
 use crate::sse::{insert, job, next, position, subscribe, until_sentinel, Events};
 
 /// The gate readers take exclusively and writers take shared while they take a key, and the
@@ -65,15 +65,9 @@ async fn a_long_write_transaction_on_another_table_delays_no_event() {
 
     // An import on another table: it has a transaction id, older than every job written next.
     let mut import = connect(&app).await;
-    sqlx::query("create table imports (n int)")
-        .execute(&mut import)
-        .await
-        .unwrap();
+    run(&mut import, "create table imports (n int)").await;
     let mut open = import.begin().await.unwrap();
-    sqlx::query("insert into imports values (1)")
-        .execute(&mut *open)
-        .await
-        .unwrap();
+    run(&mut open, "insert into imports values (1)").await;
 
     let id = insert(&app, "https://example.com/during-the-import.mp4").await;
     // Before the horizon was narrowed, this waited for the import to end (the test would
@@ -93,10 +87,11 @@ async fn a_transaction_that_changes_a_job_holds_back_later_changes_until_it_ends
 
     let mut writer = connect(&app).await;
     let mut open = writer.begin().await.unwrap();
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/held.mp4')")
-        .execute(&mut *open)
-        .await
-        .unwrap();
+    run(
+        &mut open,
+        "insert into jobs (input_url) values ('https://example.com/held.mp4')",
+    )
+    .await;
     insert(&app, "https://example.com/after.mp4").await;
     // Committed, but after a transaction that may still add entries before it: it waits.
     assert!(
@@ -122,22 +117,17 @@ async fn a_transaction_older_than_delivered_changes_that_changes_a_job_late_is_n
 
     // T gets its transaction id first (another table), then changes a job much later.
     let mut late = connect(&app).await;
-    sqlx::query("create table notes (n int)")
-        .execute(&mut late)
-        .await
-        .unwrap();
+    run(&mut late, "create table notes (n int)").await;
     let mut t = late.begin().await.unwrap();
-    sqlx::query("insert into notes values (1)")
-        .execute(&mut *t)
-        .await
-        .unwrap();
+    run(&mut t, "insert into notes values (1)").await;
 
     let early = delivered_while_t_runs(&app, &mut events, "https://example.com/early.mp4").await;
 
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/late.mp4')")
-        .execute(&mut *t)
-        .await
-        .unwrap();
+    run(
+        &mut t,
+        "insert into jobs (input_url) values ('https://example.com/late.mp4')",
+    )
+    .await;
     t.commit().await.unwrap();
     let late_event = next(&mut events).await;
     assert_eq!(url_of(&late_event), "https://example.com/late.mp4");
@@ -175,19 +165,21 @@ async fn a_rolled_back_savepoint_gives_its_key_up() {
     let mut writer = connect(&app).await;
     let mut t = writer.begin().await.unwrap();
     let mut savepoint = t.begin().await.unwrap();
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/undone.mp4')")
-        .execute(&mut *savepoint)
-        .await
-        .unwrap();
+    run(
+        &mut savepoint,
+        "insert into jobs (input_url) values ('https://example.com/undone.mp4')",
+    )
+    .await;
     savepoint.rollback().await.unwrap();
 
     // T still runs but holds no change: it holds nothing back.
     delivered_while_t_runs(&app, &mut events, "https://example.com/meanwhile.mp4").await;
 
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/kept.mp4')")
-        .execute(&mut *t)
-        .await
-        .unwrap();
+    run(
+        &mut t,
+        "insert into jobs (input_url) values ('https://example.com/kept.mp4')",
+    )
+    .await;
     t.commit().await.unwrap();
     let urls = urls_until_sentinel(&app, &mut events).await;
     assert_eq!(urls, ["https://example.com/kept.mp4"]);
@@ -212,10 +204,7 @@ async fn a_writer_stopped_while_taking_its_key_leaves_the_gate_open() {
         .await
         .unwrap();
     let mut writer = connect(&app).await;
-    sqlx::query("set statement_timeout = '300ms'")
-        .execute(&mut writer)
-        .await
-        .unwrap();
+    run(&mut writer, "set statement_timeout = '300ms'").await;
     let err =
         sqlx::query("insert into jobs (input_url) values ('https://example.com/stopped.mp4')")
             .execute(&mut writer)
@@ -242,19 +231,14 @@ async fn a_writer_stopped_while_taking_its_key_leaves_the_gate_open() {
     // The holder's lock looks like a key in use; once it lets go, nothing holds the key
     // the stopped writer was handed.
     assert_eq!(read_horizon().await, next_key);
-    sqlx::query("select pg_advisory_unlock_all()")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    run(&mut holder, "select pg_advisory_unlock_all()").await;
     assert!(read_horizon().await > next_key);
 
     // And the same session writes normally afterwards.
-    sqlx::query("reset statement_timeout")
-        .execute(&mut writer)
-        .await
-        .unwrap();
-    sqlx::query("insert into jobs (input_url) values ('https://example.com/then.mp4')")
-        .execute(&mut writer)
-        .await
-        .unwrap();
+    run(&mut writer, "reset statement_timeout").await;
+    run(
+        &mut writer,
+        "insert into jobs (input_url) values ('https://example.com/then.mp4')",
+    )
+    .await;
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+use sqlx::{Connection, PgConnection};
 
-use crate::helpers::{admin_database_url, spawn_app_on};
+use crate::helpers::{admin_database_url, run, spawn_app_on};
 use crate::proxy::{find_program, free_port, scratch};
 
 /// The roles Supabase makes (cluster-wide: made once, by whichever test gets there first).
@@ -27,12 +27,6 @@ async fn superuser(db: &str) -> PgConnection {
     let mut url = url::Url::parse(&admin_database_url()).unwrap();
     url.set_path(db);
     PgConnection::connect(url.as_str()).await.unwrap()
-}
-
-async fn run(conn: &mut PgConnection, sql: &str) {
-    conn.execute(sqlx::AssertSqlSafe(sql.to_owned()))
-        .await
-        .unwrap_or_else(|err| panic!("{sql}: {err}"));
 }
 
 #[tokio::test]
