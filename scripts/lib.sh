@@ -5,9 +5,9 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$REPO/.tools"
-CARGO_LEPTOS_VERSION="0.3.10"
-WASM_BINDGEN_VERSION="0.2.130"
 BINARYEN_VERSION="132.0.0"
+ESBUILD_VERSION="0.28.2"
+LIGHTNINGCSS_VERSION="1.33.0"
 SQLX_CLI_VERSION="0.9.0"
 export PATH="$TOOLS/npm/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 # The SQL is checked at compile time against the committed .sqlx/ data, so no database is
@@ -58,33 +58,25 @@ ensure_rust() {
 }
 
 ensure_build_tools() {
-  step "Build tools (cargo-leptos $CARGO_LEPTOS_VERSION, wasm-bindgen $WASM_BINDGEN_VERSION, wasm-opt $BINARYEN_VERSION)"
+  step "Build tools (wasm-opt $BINARYEN_VERSION, esbuild $ESBUILD_VERSION, lightningcss $LIGHTNINGCSS_VERSION)"
   command -v cc >/dev/null || apt_install build-essential
   command -v pkg-config >/dev/null || apt_install pkg-config
-  if [ "$(cargo leptos --version 2>/dev/null | awk '{print $2}')" != "$CARGO_LEPTOS_VERSION" ]; then
-    note "building cargo-leptos $CARGO_LEPTOS_VERSION: this takes about 12 minutes, once"
-    cargo install cargo-leptos --locked --version "$CARGO_LEPTOS_VERSION" ||
-      fail "cargo install cargo-leptos failed" "See the compiler output above."
-  else
-    note "cargo-leptos $CARGO_LEPTOS_VERSION is installed"
-  fi
-  if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WASM_BINDGEN_VERSION" ]; then
-    note "building wasm-bindgen-cli $WASM_BINDGEN_VERSION (it must match the wasm-bindgen crate): about 3 minutes, once"
-    cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" ||
-      fail "cargo install wasm-bindgen-cli failed" "See the compiler output above."
-  else
-    note "wasm-bindgen $WASM_BINDGEN_VERSION is installed"
-  fi
-  # wasm-opt from npm's binaryen, kept in .tools/ so an older system binaryen (Debian's 108
-  # emits WASM that fails to hydrate) is never used.
-  if ! "$TOOLS/npm/node_modules/.bin/wasm-opt" --version 2>/dev/null | grep -q "version ${BINARYEN_VERSION%%.*}"; then
+  # The site is built by `cargo xtask build` (xtask/src/main.rs), which binds the bundle with the
+  # wasm-bindgen library itself; cargo-leptos and wasm-bindgen-cli are not needed.
+  # The npm tools live in .tools/ so an older system binaryen (Debian's 108 emits WASM that
+  # fails to hydrate) is never used.
+  local bin="$TOOLS/npm/node_modules/.bin"
+  if ! "$bin/wasm-opt" --version 2>/dev/null | grep -q "version ${BINARYEN_VERSION%%.*}" ||
+    [ "$("$bin/esbuild" --version 2>/dev/null)" != "$ESBUILD_VERSION" ] ||
+    [ "$(node -p "require('$TOOLS/npm/node_modules/lightningcss-cli/package.json').version" 2>/dev/null)" != "$LIGHTNINGCSS_VERSION" ]; then
     command -v npm >/dev/null || apt_install nodejs npm
-    note "installing binaryen@$BINARYEN_VERSION (wasm-opt) into .tools/npm"
+    note "installing binaryen@$BINARYEN_VERSION, esbuild@$ESBUILD_VERSION and lightningcss-cli@$LIGHTNINGCSS_VERSION into .tools/npm"
     mkdir -p "$TOOLS/npm"
-    npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "binaryen@$BINARYEN_VERSION" ||
-      fail "npm install binaryen failed" "Check that npm can reach its registry."
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "binaryen@$BINARYEN_VERSION" \
+      "esbuild@$ESBUILD_VERSION" "lightningcss-cli@$LIGHTNINGCSS_VERSION" ||
+      fail "npm install of the build tools failed" "Check that npm can reach its registry."
   fi
-  note "$(wasm-opt --version)"
+  note "$(wasm-opt --version); esbuild $("$bin/esbuild" --version)"
 }
 
 ensure_sqlx_cli() {
@@ -166,7 +158,7 @@ ensure_ffmpeg() {
 
 build_release() {
   step "Building the release (server and browser bundle)"
-  note "a cold build takes about 5 minutes; later ones about 30 seconds"
-  (cd "$REPO" && cargo leptos build --release --precompress) ||
+  note "a cold build takes about 10 minutes on two cores; later ones about a minute"
+  (cd "$REPO" && cargo xtask build) ||
     fail "the release build failed" "See the compiler output above."
 }

@@ -85,7 +85,7 @@ fi
 drop_sqlx_db
 
 step "cargo clippy (server, -D warnings)"
-cargo clippy --locked -p reeltime -p app -p server -p bench --all-targets -- -D warnings ||
+cargo clippy --locked -p reeltime -p app -p server -p bench -p xtask --all-targets -- -D warnings ||
   fail "clippy found problems in the server build"
 
 step "cargo clippy (wasm32 browser bundle, -D warnings)"
@@ -93,7 +93,7 @@ cargo clippy --locked -p reeltime -p app -p frontend --target wasm32-unknown-unk
   fail "clippy found problems in the browser build"
 
 step "Unit and integration tests (cargo test)"
-cargo test --locked -p reeltime -p app -p server 2>&1 | tee "$REPO/target/cargo-test.log"
+cargo test --locked -p reeltime -p app -p server -p xtask 2>&1 | tee "$REPO/target/cargo-test.log"
 [ "${PIPESTATUS[0]}" = 0 ] || fail "cargo test failed" "See the failures above."
 
 build_release

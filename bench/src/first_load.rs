@@ -1,6 +1,6 @@
 //! What a first visit to the dashboard downloads (issue 16): the stylesheet, the JS and the
 //! WASM its HTML links, each as the server sends it for `Accept-Encoding: gzip` and for `br`
-//! (the precompressed files `cargo leptos build --release --precompress` writes), summed, with
+//! (the precompressed files `cargo xtask build` writes), summed, with
 //! the `Cache-Control` each carries (a hashed name is kept a year, so a repeat visit downloads
 //! none of it). Needs the release build's site (`target/site`); the HTML itself is reported
 //! beside the sum, not in it.

@@ -1,5 +1,5 @@
-//! Benchmarks of the release server (`target/release/reeltime`, built by `cargo leptos build
-//! --release`, or `cargo build --release -p server --bin reeltime` without the browser bundle),
+//! Benchmarks of the release server (`target/release/reeltime`, built by `cargo xtask build`,
+//! or `cargo build --release -p server --bin reeltime` without the browser bundle),
 //! each on a fresh database.
 //!
 //! `cargo run --release -p bench -- sse [--max-clients N]` measures, in one run:
@@ -215,9 +215,7 @@ async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| {
-            format!("starting {binary}: {e} (build it with `cargo leptos build --release`)")
-        })?;
+        .map_err(|e| format!("starting {binary}: {e} (build it with `cargo xtask build`)"))?;
     let pid = child.id().unwrap_or(0);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     while let Some(line) = lines.next_line().await? {

@@ -1,7 +1,8 @@
 //! The built site (`LEPTOS_SITE_ROOT`): the browser bundle under `pkg/` and the public files,
 //! and how long a browser may keep each.
 //!
-//! A release build names the bundle's files by their content (cargo-leptos' `hash-files`:
+//! A release build names the bundle's files by their content (`cargo xtask build`, or
+//! cargo-leptos' `hash-files`:
 //! `pkg/reeltime.<hash>.js`, `.wasm`, `.css`) and writes the hashes to the site's `hash.txt`,
 //! which the pages read to link the right names. A name that carries its content's hash never
 //! means other bytes, so browsers keep such a file for a year without asking again

@@ -143,7 +143,8 @@ pub fn router(state: AppState) -> Router {
             async move { Ok::<_, Infallible>(handler(req).await) }
         })
     };
-    // The browser bundle and public files; cargo-leptos writes .br and .gz beside each file.
+    // The browser bundle and public files; the release build (`cargo xtask
+    // build`, or cargo-leptos with `--precompress`) writes .br and .gz beside each file.
     // Each says how long a browser may keep it (crate::site).
     let static_files = ServiceBuilder::new()
         .layer(axum::middleware::from_fn_with_state(

@@ -1,0 +1,162 @@
+//! `cargo xtask build`: the release site (`target/site`) and server (`target/release/reeltime`),
+//! built without cargo-leptos.
+//!
+//! Why: cargo-leptos takes 12-17 minutes to install on two cores (it carries a JS minifier, a
+//! CSS compiler, a file watcher and a reload server), and the README's two commands only ever
+//! ran `cargo leptos build --release --precompress`. This task does that build with the
+//! libraries and tools made for each step: the wasm-bindgen library at the pinned version,
+//! wasm-opt (npm's binaryen), esbuild for the JS, lightningcss for the CSS, and flate2/brotli
+//! for the precompressed copies. `[workspace.metadata.leptos]` stays for people who use
+//! `cargo leptos watch` while they work.
+//!
+//! Invariants, the same as cargo-leptos' so that either tool's site serves alike:
+//! - the site root is emptied first, so no file of an older build is served;
+//! - `pkg/reeltime.<hash>.{js,wasm,css}` are named by their content (MD5, URL-safe base64)
+//!   and the hashes written to the site root's `hash.txt` (`js: …`, `wasm: …`, `css: …`),
+//!   which the server reads at start (server/src/site.rs) to link the names and serve them
+//!   immutable;
+//! - every file in the site has `.gz` and `.br` copies beside it, made after hashing;
+//! - the server is built last, from the same sources, in one run.
+
+mod bundle;
+mod site;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+/// The bundle's name: `pkg/reeltime.js`, `.wasm`, `.css` (server/src/site.rs' `OUTPUT_NAME`).
+pub const OUTPUT_NAME: &str = "reeltime";
+/// The bundle's folder under the site root (server/src/site.rs' `PKG`).
+pub const PKG: &str = "pkg";
+
+const USAGE: &str = "usage: cargo xtask build [--site-only]
+
+  build          the browser bundle into target/site (hashed, precompressed), then the
+                 release server, target/release/reeltime
+  --site-only    the browser bundle only";
+
+fn main() {
+    if let Err(err) = run(std::env::args().skip(1).collect()) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Vec<String>) -> Result<()> {
+    let (command, flags) = args
+        .split_first()
+        .map_or(("", &[][..]), |(c, f)| (c.as_str(), f));
+    if command != "build" {
+        bail!("{USAGE}");
+    }
+    let site_only = match flags {
+        [] => false,
+        [flag] if flag == "--site-only" => true,
+        _ => bail!("{USAGE}"),
+    };
+    let root = workspace_root()?;
+    let started = Instant::now();
+    let site_root = root.join("target/site");
+    site::empty(&site_root)?;
+    let pkg = site_root.join(PKG);
+    std::fs::create_dir_all(&pkg).with_context(|| format!("creating {}", pkg.display()))?;
+
+    step("browser bundle: cargo build -p frontend (wasm32, profile wasm-release)");
+    let wasm = bundle::compile(&root)?;
+    step("wasm-bindgen, wasm-opt -Oz, esbuild --minify");
+    bundle::bind(&root, &wasm, &pkg)?;
+    step("stylesheet (lightningcss) and public files");
+    site::stylesheet(
+        &root,
+        &root.join("style/main.css"),
+        &pkg.join(format!("{OUTPUT_NAME}.css")),
+    )?;
+    site::copy_assets(&root.join("public"), &site_root)?;
+    step("content hashes and precompressed copies");
+    let hashes = site::hash_bundle(&pkg)?;
+    std::fs::write(site_root.join("hash.txt"), hashes.to_string())?;
+    site::precompress(&site_root)?;
+    println!(
+        "    site built in {:.0?}: {}",
+        started.elapsed(),
+        site_root.display()
+    );
+
+    if !site_only {
+        step("release server: cargo build --release -p server --bin reeltime");
+        cargo(
+            &root,
+            &["build", "--release", "-p", "server", "--bin", "reeltime"],
+        )?;
+        println!("    done in {:.0?}", started.elapsed());
+    }
+    Ok(())
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+/// The workspace this task belongs to (the parent of `xtask/`).
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask/ has no parent folder")
+}
+
+/// Runs cargo (the one that runs this task) in the workspace; its output goes to the terminal.
+pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .context("starting cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Runs a tool from npm's `.tools/npm` (installed by scripts/lib.sh), else from PATH.
+pub fn tool(root: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let local = root.join(".tools/npm/node_modules/.bin").join(name);
+    let program = if local.exists() {
+        local
+    } else {
+        PathBuf::from(name)
+    };
+    let status = Command::new(&program)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "starting {name} (install it with `source scripts/lib.sh && ensure_build_tools`)"
+            )
+        })?;
+    if !status.success() {
+        bail!("{name} failed ({status})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn anything_but_build_is_refused_with_the_usage() {
+        for args in [vec![], vec!["dist"], vec!["build", "--release"]] {
+            let err = run(args.into_iter().map(String::from).collect()).unwrap_err();
+            assert!(
+                err.to_string().starts_with("usage: cargo xtask build"),
+                "{err}"
+            );
+        }
+    }
+}
