@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo, tool, OUTPUT_NAME};
+use crate::site::OUTPUT_NAME;
+use crate::tools::{cargo, tool};
 
 /// The profile the bundle is built with (`[profile.wasm-release]` in the workspace manifest).
 const PROFILE: &str = "wasm-release";

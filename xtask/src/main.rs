@@ -20,17 +20,14 @@
 
 mod bundle;
 mod site;
+mod tools;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-/// The bundle's name: `pkg/reeltime.js`, `.wasm`, `.css` (server/src/site.rs' `OUTPUT_NAME`).
-pub const OUTPUT_NAME: &str = "reeltime";
-/// The bundle's folder under the site root (server/src/site.rs' `PKG`).
-pub const PKG: &str = "pkg";
+use site::{OUTPUT_NAME, PKG};
 
 const USAGE: &str = "usage: cargo xtask build [--site-only]
 
@@ -87,7 +84,7 @@ fn run(args: Vec<String>) -> Result<()> {
 
     if !site_only {
         step("release server: cargo build --release -p server --bin reeltime");
-        cargo(
+        tools::cargo(
             &root,
             &["build", "--release", "-p", "server", "--bin", "reeltime"],
         )?;
@@ -107,42 +104,6 @@ fn workspace_root() -> Result<PathBuf> {
         .parent()
         .map(Path::to_path_buf)
         .context("xtask/ has no parent folder")
-}
-
-/// Runs cargo (the one that runs this task) in the workspace; its output goes to the terminal.
-pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .context("starting cargo")?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
-}
-
-/// Runs a tool from npm's `.tools/npm` (installed by scripts/lib.sh), else from PATH.
-pub fn tool(root: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
-    let local = root.join(".tools/npm/node_modules/.bin").join(name);
-    let program = if local.exists() {
-        local
-    } else {
-        PathBuf::from(name)
-    };
-    let status = Command::new(&program)
-        .args(args)
-        .status()
-        .with_context(|| {
-            format!(
-                "starting {name} (install it with `source scripts/lib.sh && ensure_build_tools`)"
-            )
-        })?;
-    if !status.success() {
-        bail!("{name} failed ({status})");
-    }
-    Ok(())
 }
 
 #[cfg(test)]

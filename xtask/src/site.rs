@@ -9,7 +9,12 @@ use anyhow::{Context, Result};
 use base64ct::{Base64UrlUnpadded, Encoding};
 use md5::{Digest, Md5};
 
-use crate::{tool, OUTPUT_NAME};
+use crate::tools::tool;
+
+/// The bundle's name: `pkg/reeltime.js`, `.wasm`, `.css` (server/src/site.rs' `OUTPUT_NAME`).
+pub const OUTPUT_NAME: &str = "reeltime";
+/// The bundle's folder under the site root (server/src/site.rs' `PKG`).
+pub const PKG: &str = "pkg";
 
 /// Removes everything in the site root (creating it if it is missing).
 pub fn empty(site_root: &Path) -> Result<()> {
@@ -43,7 +48,7 @@ pub fn copy_assets(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if to.join(&name) == to.join(crate::PKG) || name == "index.html" {
+        if to.join(&name) == to.join(PKG) || name == "index.html" {
             continue;
         }
         let (source, dest) = (entry.path(), to.join(&name));
