@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use site::{OUTPUT_NAME, PKG};
+use site::{HASH_FILE, OUTPUT_NAME, PKG};
 
 const USAGE: &str = "usage: cargo xtask build [--site-only]
 
@@ -74,7 +74,7 @@ fn run(args: Vec<String>) -> Result<()> {
     site::copy_assets(&root.join("public"), &site_root)?;
     step("content hashes and precompressed copies");
     let hashes = site::hash_bundle(&pkg)?;
-    std::fs::write(site_root.join("hash.txt"), hashes.to_string())?;
+    std::fs::write(site_root.join(HASH_FILE), hashes.to_string())?;
     site::precompress(&site_root)?;
     println!(
         "    site built in {:.0?}: {}",

@@ -15,6 +15,8 @@ use crate::tools::tool;
 pub const OUTPUT_NAME: &str = "reeltime";
 /// The bundle's folder under the site root (server/src/site.rs' `PKG`).
 pub const PKG: &str = "pkg";
+/// The hash file in the site root, which the server reads (server/src/site.rs' `HASH_FILE`).
+pub const HASH_FILE: &str = "hash.txt";
 
 /// Removes everything in the site root (creating it if it is missing).
 pub fn empty(site_root: &Path) -> Result<()> {
@@ -48,7 +50,7 @@ pub fn copy_assets(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))? {
         let entry = entry?;
         let name = entry.file_name();
-        if to.join(&name) == to.join(PKG) || name == "index.html" {
+        if name == PKG || name == "index.html" {
             continue;
         }
         let (source, dest) = (entry.path(), to.join(&name));
