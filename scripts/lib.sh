@@ -105,6 +105,22 @@ ensure_schemathesis() {
   note "$("$TOOLS/schemathesis/bin/schemathesis" --version)"
 }
 
+MOTO_VERSION="5.2.5"
+# The S3-compatible server the storage tests start (issue 13): moto's server mode, which speaks
+# the S3 protocol over HTTP (signed requests, multipart uploads), in a virtualenv under .tools/.
+ensure_moto() {
+  step "moto $MOTO_VERSION (an S3-compatible server for the storage tests)"
+  if [ "$("$TOOLS/moto/bin/pip" show moto 2>/dev/null | awk '/^Version:/ {print $2}')" != "$MOTO_VERSION" ] ||
+    [ ! -x "$TOOLS/moto/bin/moto_server" ]; then
+    command -v python3 >/dev/null || apt_install python3
+    python3 -m venv "$TOOLS/moto" 2>/dev/null || apt_install python3-venv
+    [ -x "$TOOLS/moto/bin/pip" ] || python3 -m venv "$TOOLS/moto"
+    "$TOOLS/moto/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" ||
+      fail "pip install moto failed" "Check that pip can reach PyPI."
+  fi
+  note "moto_server $MOTO_VERSION in $TOOLS/moto"
+}
+
 # Directory holding initdb and postgres, or nothing.
 postgres_bindir() {
   local dir

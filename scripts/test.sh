@@ -13,6 +13,7 @@ ensure_postgres_binaries
 ensure_ffmpeg
 ensure_proxy_tools
 ensure_schemathesis
+ensure_moto
 
 step "Chromium and the browser-test packages"
 if ! command -v "${CHROMIUM_PATH:-/usr/bin/chromium}" >/dev/null; then

@@ -43,7 +43,24 @@ pub struct StatsData {
     pub saved_of: Option<i64>,
     pub waiting: i64,
     pub processing: i64,
+    /// The processes running the built-in processor's workers.
+    pub workers: Vec<Worker>,
 }
+
+/// A process that runs the built-in processor's workers (`reeltime serve` or `reeltime worker`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub slots: i32,
+    pub busy: i32,
+    pub up_secs: i64,
+    pub silent_secs: i64,
+}
+
+/// A worker not heard from for this long (three missed beats) is shown as silent.
+pub const SILENT_AFTER_SECS: i64 = 15;
 
 /// Lay grouped rows onto `count` buckets of `bucket_secs` ending at `now`, as jobs per minute.
 pub fn per_minute(rows: &[(i64, i64)], now: i64, count: usize, bucket_secs: i64) -> Vec<f64> {
@@ -74,6 +91,7 @@ pub async fn stats() -> Result<StatsData, ServerFnError> {
         .map_err(failed)?;
     let finished = db::finished_last_day(&pool).await.map_err(failed)?;
     let (waiting, processing) = db::in_flight(&pool).await.map_err(failed)?;
+    let workers = db::workers(&pool).await.map_err(failed)?;
     Ok(StatsData {
         hour: Series {
             title: "Jobs per minute, last hour".into(),
@@ -97,6 +115,18 @@ pub async fn stats() -> Result<StatsData, ServerFnError> {
         saved_of: finished.saved_of,
         waiting,
         processing,
+        workers: workers
+            .into_iter()
+            .map(|w| Worker {
+                host: w.host,
+                pid: w.pid,
+                version: w.version,
+                slots: w.slots,
+                busy: w.busy,
+                up_secs: w.up_secs,
+                silent_secs: w.silent_secs,
+            })
+            .collect(),
     })
 }
 
@@ -208,7 +238,52 @@ fn Figures(stats: StatsData) -> impl IntoView {
         <p class="muted">"Waits, run times, failures and bytes: jobs finished in the last 24 hours; bytes in where the processor reports the input's size, space saved over the succeeded jobs that know both sizes."</p>
         <Chart series=stats.hour/>
         <Chart series=stats.day/>
+        <Workers workers=stats.workers/>
     }
+}
+
+/// The processes running workers: host and pid, how busy, how long up, when last heard from.
+#[component]
+fn Workers(workers: Vec<Worker>) -> impl IntoView {
+    if workers.is_empty() {
+        return view! {
+            <section class="workers">
+                <h2>"Workers"</h2>
+                <p class="muted">"No built-in processor workers are running. Jobs go to Ittybit, or wait for a worker (reeltime worker)."</p>
+            </section>
+        }
+        .into_any();
+    }
+    let rows = workers
+        .into_iter()
+        .map(|w| {
+            let heard = if w.silent_secs < SILENT_AFTER_SECS {
+                "now".to_owned()
+            } else {
+                format!("not heard from for {}", seconds(Some(w.silent_secs as f64)))
+            };
+            let class = (w.silent_secs >= SILENT_AFTER_SECS).then_some("silent");
+            view! {
+                <tr class=class>
+                    <td>{w.host}<span class="muted">{format!(" (pid {})", w.pid)}</span></td>
+                    <td>{format!("{} of {}", w.busy, w.slots)}</td>
+                    <td>{seconds(Some(w.up_secs as f64))}</td>
+                    <td>{heard}</td>
+                    <td>{w.version}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="workers">
+            <h2>"Workers"</h2>
+            <table>
+                <thead><tr><th>"Host"</th><th>"Busy"</th><th>"Up"</th><th>"Last heard"</th><th>"Version"</th></tr></thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </section>
+    }
+    .into_any()
 }
 
 #[component]

@@ -16,7 +16,7 @@ pub enum Backend {
         webhook_secret: Option<SecretString>,
     },
     /// The built-in processor, started in this process.
-    Local(LocalSettings),
+    Local(Box<LocalSettings>),
     /// Nowhere: jobs stay pending.
     Off,
 }
@@ -38,26 +38,32 @@ impl Backend {
                 webhook_secret: ittybit.webhook_secret.clone(),
             },
             None if settings.processor.enabled => {
-                let local = &settings.processor;
-                Backend::Local(LocalSettings {
-                    workers: local.workers,
-                    data_dir: settings.data_dir.clone(),
-                    allow_private: local.allow_private,
-                    max_input_bytes: local.max_input_bytes,
-                    max_duration: local.max_duration,
-                    time_limit: local.bounds.time_limit,
-                    stall: local.bounds.stall,
-                    lease: local.bounds.lease,
-                    confine: local.bounds.confine.clone(),
-                    sample_clip: local.sample_clip,
-                    ffmpeg: local.ffmpeg.clone(),
-                    ffprobe: local.ffprobe.clone(),
-                    min_free_disk: local.min_free_disk_mb.saturating_mul(1024 * 1024),
-                    webhook_secret: ittybit.webhook_secret.clone(),
-                })
+                Backend::Local(Box::new(local_settings(settings)))
             }
             None => Backend::Off,
         }
+    }
+}
+
+/// The built-in processor's settings, as a server or a `reeltime worker` runs it.
+pub fn local_settings(settings: &Settings) -> LocalSettings {
+    let local = &settings.processor;
+    LocalSettings {
+        workers: local.workers,
+        data_dir: settings.data_dir.clone(),
+        storage: settings.storage.clone(),
+        allow_private: local.allow_private,
+        max_input_bytes: local.max_input_bytes,
+        max_duration: local.max_duration,
+        time_limit: local.bounds.time_limit,
+        stall: local.bounds.stall,
+        lease: local.bounds.lease,
+        confine: local.bounds.confine.clone(),
+        sample_clip: local.sample_clip,
+        ffmpeg: local.ffmpeg.clone(),
+        ffprobe: local.ffprobe.clone(),
+        min_free_disk: local.min_free_disk_mb.saturating_mul(1024 * 1024),
+        webhook_secret: settings.ittybit.webhook_secret.clone(),
     }
 }
 

@@ -19,5 +19,7 @@ pub mod retention;
 pub mod routes;
 pub mod site;
 pub mod startup;
+pub mod storage;
 pub mod telemetry;
 pub mod unix_user;
+pub mod worker_process;

@@ -1,9 +1,9 @@
 use std::process::ExitCode;
 
-use server::cli;
 use server::config::{help_text, Settings};
 use server::startup::{shutdown_signal, Application};
 use server::telemetry;
+use server::{cli, worker_process};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,6 +18,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("user") => return user(&args[1..]).await,
+        Some("worker") => return worker().await,
         Some("serve") | None => {}
         Some(other) => {
             eprintln!("reeltime: unknown argument {other:?}\n\n{}", help_text());
@@ -62,6 +63,26 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("server error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `reeltime worker`: processor workers only, no web server.
+async fn worker() -> ExitCode {
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("reeltime: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&settings.log_filter);
+    match worker_process::run(&settings, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("the worker stopped: {err}");
+            eprintln!("reeltime worker: {err}");
             ExitCode::FAILURE
         }
     }

@@ -37,10 +37,10 @@ use crate::routes::ittybit::CALLBACK_PATH;
 use crate::routes::{router, AppState};
 use crate::site::Site;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// How long shutdown waits for background tasks before closing the pool anyway.
-const TASKS_GRACE: Duration = Duration::from_secs(15);
+pub(crate) const TASKS_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -159,7 +159,7 @@ impl Application {
                 let self_url = format!("http://{}", self_authority(local));
                 let local = processor::start_local(
                     pool.clone(),
-                    local_settings,
+                    *local_settings,
                     &public_url,
                     &self_url,
                     &tasks,
@@ -307,7 +307,9 @@ impl Application {
 }
 
 /// The pool, on `DATABASE_URL` or on an embedded Postgres started here.
-async fn connect(settings: &Settings) -> Result<(PgPool, Option<EmbeddedPostgres>), StartupError> {
+pub(crate) async fn connect(
+    settings: &Settings,
+) -> Result<(PgPool, Option<EmbeddedPostgres>), StartupError> {
     let (connect, embedded) = match &settings.database_url {
         Some(url) => {
             let options: PgConnectOptions = url

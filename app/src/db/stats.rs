@@ -102,3 +102,43 @@ pub async fn in_flight(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     .await?;
     Ok((row.waiting, row.processing))
 }
+
+/// A process that runs processor workers, as its `processor_workers` row says.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub slots: i32,
+    pub busy: i32,
+    /// Seconds since it started and since it was last heard from.
+    pub up_secs: i64,
+    pub silent_secs: i64,
+}
+
+/// The processes that run workers, by host (a few rows: one per process).
+#[tracing::instrument(skip(pool))]
+pub async fn workers(pool: &PgPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"select host, pid, version, slots,
+                  cardinality(jobs) as "busy!",
+                  extract(epoch from now() - started_at)::bigint as "up_secs!",
+                  extract(epoch from now() - seen_at)::bigint as "silent_secs!"
+           from processor_workers
+           order by host, started_at"#
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| WorkerRow {
+            host: r.host,
+            pid: r.pid,
+            version: r.version,
+            slots: r.slots,
+            busy: r.busy,
+            up_secs: r.up_secs,
+            silent_secs: r.silent_secs,
+        })
+        .collect())
+}

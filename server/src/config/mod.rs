@@ -14,6 +14,7 @@ pub use processor::{ProcessorBounds, DEFAULT_USER};
 pub use variables::{Variable, VARIABLES};
 
 mod processor;
+mod storage;
 mod variables;
 
 /// Ittybit: where it is, how to call it, how to verify it, and how hard to try.
@@ -91,6 +92,8 @@ pub struct Settings {
     pub trusted_proxies: crate::proxy::TrustedProxies,
     /// Reads `/metrics` (and nothing else).
     pub metrics_token: Option<SecretString>,
+    /// Where files (the built-in processor's outputs) are kept.
+    pub storage: crate::storage::StorageSettings,
 }
 
 impl fmt::Debug for Settings {
@@ -125,6 +128,7 @@ impl fmt::Debug for Settings {
                 "metrics_token",
                 &self.metrics_token.as_ref().map(|_| "[redacted]"),
             )
+            .field("storage", &self.storage)
             .finish()
     }
 }
@@ -237,10 +241,8 @@ impl Settings {
         };
         let workers = match var("REELTIME_PROCESSOR_WORKERS") {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Some(n) => at_least_one(
-                "REELTIME_PROCESSOR_WORKERS",
-                parse("REELTIME_PROCESSOR_WORKERS", n, "a whole number")?,
-            )? as usize,
+            // 0: this instance runs none; `reeltime worker` processes run the jobs.
+            Some(n) => parse::<u64>("REELTIME_PROCESSOR_WORKERS", n, "a whole number")? as usize,
         };
         let processor = LocalProcessorSettings {
             enabled: switch("REELTIME_PROCESSOR", value("REELTIME_PROCESSOR"))?,
@@ -295,6 +297,8 @@ impl Settings {
                 });
             }
         }
+        let data_dir = PathBuf::from(value("REELTIME_DATA_DIR"));
+        let storage = storage::storage(&var, &data_dir)?;
         Ok(Settings {
             host,
             port: parse(
@@ -303,7 +307,7 @@ impl Settings {
                 "a port number (0-65535)",
             )?,
             database_url,
-            data_dir: value("REELTIME_DATA_DIR").into(),
+            data_dir,
             public_url,
             db_max_connections: at_least_one(
                 "REELTIME_DB_MAX_CONNECTIONS",
@@ -324,6 +328,7 @@ impl Settings {
             log_filter: value("RUST_LOG"),
             trusted_proxies,
             metrics_token: metrics_token.map(SecretString::from),
+            storage,
         })
     }
 
@@ -387,6 +392,9 @@ pub fn help_text() -> String {
     let mut out = String::from(
         "Reeltime: a live media-processing dashboard.\n\n\
          Usage: reeltime [serve]               run the server\n\
+         \x20      reeltime worker              run only processor workers (no web server),\n\
+         \x20                                   joining the web instances through DATABASE_URL\n\
+         \x20                                   and REELTIME_STORAGE_URL\n\
          \x20      reeltime user <command>      manage accounts (reeltime user --help)\n\
          \x20      reeltime --help | --version\n\n\
          Configuration comes from environment variables:\n\n",

@@ -37,7 +37,10 @@ fn processor_switches_read_on_and_off() {
     assert_eq!(s.processor.workers, 3);
     let err = settings(&[("REELTIME_PROCESSOR", "maybe")]).err().unwrap();
     assert_eq!(err.name, "REELTIME_PROCESSOR");
-    let err = settings(&[("REELTIME_PROCESSOR_WORKERS", "0")])
+    // None here: `reeltime worker` processes run the jobs.
+    let s = settings(&[("REELTIME_PROCESSOR_WORKERS", "0")]).unwrap();
+    assert_eq!(s.processor.workers, 0);
+    let err = settings(&[("REELTIME_PROCESSOR_WORKERS", "-1")])
         .err()
         .unwrap();
     assert_eq!(err.name, "REELTIME_PROCESSOR_WORKERS");

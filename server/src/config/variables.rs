@@ -31,6 +31,20 @@ pub const VARIABLES: &[Variable] = &[
         help: "Where Reeltime keeps its files; the embedded Postgres lives in <dir>/postgres.",
     },
     Variable {
+        name: "REELTIME_STORAGE_URL",
+        default: "(unset: <data dir>/processor on this machine)",
+        help: "Where outputs are kept: s3://<bucket>/<prefix> for any S3-compatible store \
+               (credentials from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION or the \
+               machine's role), or file:///<folder>. Every instance must name the same store \
+               to serve each other's outputs.",
+    },
+    Variable {
+        name: "REELTIME_STORAGE_ENDPOINT",
+        default: "(unset: AWS)",
+        help: "The URL of an S3-compatible service (MinIO, Cloudflare R2, Supabase Storage), \
+               e.g. http://minio.internal:9000; AWS_ENDPOINT_URL is read too.",
+    },
+    Variable {
         name: "REELTIME_PUBLIC_URL",
         default: "http://<host>:<port>",
         help: "The URL people and webhooks reach this server at. Required when listening on \
@@ -111,7 +125,8 @@ pub const VARIABLES: &[Variable] = &[
     Variable {
         name: "REELTIME_PROCESSOR_WORKERS",
         default: "(the number of CPU cores)",
-        help: "Jobs the built-in processor runs at once; the rest wait in its queue.",
+        help: "Jobs the built-in processor runs at once in this process; the rest wait in its \
+               queue. 0: none here, `reeltime worker` processes run them.",
     },
     Variable {
         name: "REELTIME_PROCESSOR_ALLOW_PRIVATE",

@@ -2,9 +2,9 @@
 //! Bearer auth, `Idempotency-Key`, `{"kind", "message"}` errors, the job object with its task,
 //! and cursor-paged lists. Output files are served (with range requests) under `/files`.
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -14,12 +14,11 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use subtle::ConstantTimeEq;
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use super::media::{content_type, MediaOptions};
 use super::store::{self, NewProcessorJob, Order};
 use super::Processor;
+use crate::storage::Key;
 
 /// Longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
@@ -249,11 +248,8 @@ async fn delete_job(
                 .and_then(|url| url.rsplit('/').next())
                 .filter(|name| is_output_name(name));
             if let Some(name) = file {
-                let path = processor.inner.dirs.outputs.join(name);
-                if let Err(err) = tokio::fs::remove_file(&path).await {
-                    if err.kind() != std::io::ErrorKind::NotFound {
-                        tracing::warn!(error = %err, file = name, "could not delete an output");
-                    }
+                if let Err(err) = processor.inner.storage.delete(&Key::output(name)).await {
+                    tracing::warn!(error = %err, file = name, "could not delete an output");
                 }
             }
             Ok(StatusCode::NO_CONTENT)
@@ -337,11 +333,13 @@ pub(super) fn is_output_name(name: &str) -> bool {
         && ext.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// An output file, with its content type, ranges (so video seeks) and conditional requests.
+/// An output file, with its content type, ranges (so video seeks) and conditional requests,
+/// from whichever store keeps the outputs (every instance on an S3 store serves every output).
 async fn serve_file(
     State(processor): State<Processor>,
     Path(name): Path<String>,
-    request: Request,
+    method: Method,
+    headers: HeaderMap,
 ) -> Response {
     if !is_output_name(&name) {
         return ApiError {
@@ -352,22 +350,11 @@ async fn serve_file(
         .into_response();
     }
     let ext = name.rsplit('.').next().unwrap_or_default();
-    let mime: mime::Mime = content_type(ext)
-        .parse()
-        .unwrap_or(mime::APPLICATION_OCTET_STREAM);
-    let path = processor.inner.dirs.outputs.join(&name);
-    let mut response = match ServeFile::new_with_mime(path, &mime).oneshot(request).await {
-        Ok(response) => response.map(Body::new),
-        Err(never) => match never {},
-    };
-    if response.status().is_success() {
-        // A job's output never changes.
-        response.headers_mut().insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        );
-    }
-    response
+    processor
+        .inner
+        .storage
+        .serve(&Key::output(&name), &method, &headers, content_type(ext))
+        .await
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod fetch;
 mod given;
 pub mod lease;
 pub mod media;
+pub mod presence;
 pub mod probe;
 pub mod retention;
 pub mod run;
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::storage::{Storage, StorageSettings};
 use confine::Confinement;
 use fetch::{FetchSettings, Fetcher};
 use lease::Lease;
@@ -64,9 +66,11 @@ pub const SERVICE: &str = "The built-in processor";
 pub struct ProcessorSettings {
     /// Jobs processed at once.
     pub workers: usize,
-    /// Its files live in `<dir>/outputs` (kept) and `<dir>/work` (one directory per attempt
-    /// while processing).
+    /// Its work files live in `<dir>/work` (one directory per attempt while processing).
     pub dir: PathBuf,
+    /// Where its outputs are kept (`outputs/<name>`); unset, the folder `<dir>` on this
+    /// machine, so outputs are in `<dir>/outputs`.
+    pub storage: Option<Storage>,
     /// The public URL output files are served at, without a trailing slash.
     pub files_url: String,
     /// How long a claimed job stays its worker's without renewal.
@@ -89,7 +93,8 @@ pub struct ProcessorSettings {
 }
 
 struct Dirs {
-    outputs: PathBuf,
+    /// The outputs' folder when they are kept on this machine.
+    outputs: Option<PathBuf>,
     work: PathBuf,
 }
 
@@ -97,6 +102,7 @@ struct Inner {
     pool: PgPool,
     settings: ProcessorSettings,
     dirs: Dirs,
+    storage: Storage,
     fetcher: Fetcher,
     webhooks: WebhookSender,
     /// The key its API accepts.
@@ -105,6 +111,8 @@ struct Inner {
     wake: Notify,
     /// The tools that did not answer at start (ffmpeg, ffprobe), as `/readyz` reports them.
     missing_tools: Vec<&'static str>,
+    /// The jobs its workers run now (for its `processor_workers` row).
+    running: presence::Running,
 }
 
 /// A handle to the running processor.
@@ -130,6 +138,8 @@ pub enum StartError {
     Http(#[from] reqwest::Error),
     #[error("could not read or store its key and webhook secret: {0}")]
     Secrets(#[from] sqlx::Error),
+    #[error("its file store: {0}")]
+    Storage(#[from] crate::storage::OpenError),
 }
 
 /// What a server that runs the processor in Ittybit's place tells it.
@@ -139,6 +149,8 @@ pub struct LocalSettings {
     /// The server's data directory: the processor keeps its files in `<dir>/processor` and the
     /// sample clip in `<dir>/samples`.
     pub data_dir: PathBuf,
+    /// Where outputs are kept (checked writable at start).
+    pub storage: StorageSettings,
     pub allow_private: bool,
     pub max_input_bytes: u64,
     pub max_duration: Duration,
@@ -205,6 +217,7 @@ pub async fn start_local(
         ProcessorSettings {
             workers: settings.workers,
             dir: settings.data_dir.join("processor"),
+            storage: Some(Storage::open(settings.storage).await?),
             files_url: format!("{public_url}{MOUNT}/files"),
             lease: Lease::of(settings.lease),
             limits: Limits {
@@ -318,11 +331,15 @@ impl Processor {
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Result<Processor, StartError> {
+        let storage = match &settings.storage {
+            Some(storage) => storage.clone(),
+            None => Storage::connect(StorageSettings::Local(settings.dir.clone()))?,
+        };
         let dirs = Dirs {
-            outputs: settings.dir.join("outputs"),
+            outputs: storage.local_dir().map(|dir| dir.join("outputs")),
             work: settings.dir.join("work"),
         };
-        for path in [&dirs.outputs, &dirs.work] {
+        for path in std::iter::once(&dirs.work).chain(&dirs.outputs) {
             tokio::fs::create_dir_all(path)
                 .await
                 .map_err(|source| StartError::Dir {
@@ -336,7 +353,7 @@ impl Processor {
         // What a process that died left: its jobs are fetched again once their leases run out.
         match store::live_leases(&pool).await {
             Ok(live) => {
-                workdir::sweep(&dirs.work, &dirs.outputs, &live).await;
+                workdir::sweep(&dirs.work, dirs.outputs.as_deref(), &live).await;
             }
             Err(err) => tracing::warn!(error = %err, "could not read the processor's leases"),
         }
@@ -348,7 +365,8 @@ impl Processor {
             trusted_prefixes: settings.trusted_prefixes.clone(),
         })?;
         let webhooks = WebhookSender::new(webhook_secret, settings.webhook_retry, tasks, cancel)?;
-        // No workers at all is for tests that step the queue with `run_one`.
+        // No workers: a web instance that leaves jobs to `reeltime worker` processes
+        // (REELTIME_PROCESSOR_WORKERS=0), and tests that step the queue with `run_one`.
         let workers = settings.workers;
         let missing_tools = missing_tools(&settings).await;
         for tool in &missing_tools {
@@ -362,15 +380,26 @@ impl Processor {
                 pool,
                 settings,
                 dirs,
+                storage,
                 fetcher,
                 webhooks,
                 api_key,
                 wake: Notify::new(),
                 missing_tools,
+                running: presence::Running::default(),
             }),
         };
         for _ in 0..workers {
             tasks.spawn(worker::run(processor.clone(), cancel.clone()));
+        }
+        if workers > 0 {
+            presence::announce(
+                processor.pool().clone(),
+                workers,
+                processor.inner.running.clone(),
+                tasks,
+                cancel,
+            );
         }
         tracing::info!(workers, "the built-in processor is running");
         Ok(processor)

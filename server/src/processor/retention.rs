@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::Processor;
+use crate::storage::Key;
 
 impl Processor {
     /// Delete up to `batch` jobs finished more than `older_than` ago, and their outputs;
@@ -33,7 +34,9 @@ impl Processor {
             else {
                 continue;
             };
-            let _ = tokio::fs::remove_file(self.inner.dirs.outputs.join(name)).await;
+            if let Err(err) = self.inner.storage.delete(&Key::output(name)).await {
+                tracing::warn!(error = %err, file = name, "could not delete an old output");
+            }
         }
         Ok(gone.len() as u64)
     }

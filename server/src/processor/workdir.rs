@@ -91,7 +91,7 @@ async fn remove_earlier_attempts(root: &Path, job_id: &str, owner: Uuid) {
 /// At start-up: remove everything in the work directory but the directories of attempts whose
 /// lease still runs (another process sharing the data directory may be using them), and the
 /// partial outputs older versions kept among the outputs. Returns how many entries went.
-pub async fn sweep(work: &Path, outputs: &Path, live: &[(String, Uuid)]) -> usize {
+pub async fn sweep(work: &Path, outputs: Option<&Path>, live: &[(String, Uuid)]) -> usize {
     let keep: HashSet<String> = live.iter().map(|(id, owner)| name(id, *owner)).collect();
     let mut removed = 0;
     if let Ok(mut entries) = tokio::fs::read_dir(work).await {
@@ -107,12 +107,18 @@ pub async fn sweep(work: &Path, outputs: &Path, live: &[(String, Uuid)]) -> usiz
             removed += usize::from(gone.is_ok());
         }
     }
-    if let Ok(mut entries) = tokio::fs::read_dir(outputs).await {
+    let listed = match outputs {
+        Some(outputs) => tokio::fs::read_dir(outputs).await.ok(),
+        None => None,
+    };
+    if let Some(mut entries) = listed {
         while let Ok(Some(entry)) = entries.next_entry().await {
+            // `.part.`: older versions' partial outputs; `#`: the local store's staging
+            // files (`<name>#<n>`) of an upload a crash cut short.
             let partial = entry
                 .file_name()
                 .to_str()
-                .is_some_and(|n| n.contains(".part."));
+                .is_some_and(|n| n.contains(".part.") || n.contains('#'));
             if partial && tokio::fs::remove_file(entry.path()).await.is_ok() {
                 removed += 1;
             }
@@ -170,8 +176,9 @@ mod tests {
         std::fs::write(work.join("job_old.input"), b"x").unwrap();
         std::fs::write(outputs.join("job_x.part.mp4"), b"x").unwrap();
         std::fs::write(outputs.join("job_y.mp4"), b"x").unwrap();
-        let removed = sweep(&work, &outputs, &[("job_live".into(), live)]).await;
-        assert_eq!(removed, 3);
+        std::fs::write(outputs.join("job_z.mp4#3"), b"x").unwrap();
+        let removed = sweep(&work, Some(&outputs), &[("job_live".into(), live)]).await;
+        assert_eq!(removed, 4);
         let left = |dir: &Path| {
             let mut names: Vec<String> = std::fs::read_dir(dir)
                 .unwrap()

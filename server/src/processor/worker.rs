@@ -31,6 +31,7 @@ use super::store::{self, Done, ProcessorJob, MAX_STARTS};
 use super::workdir::{self, WorkDir};
 use super::Processor;
 use crate::backoff::Backoff;
+use crate::storage::Key;
 
 /// How long ffprobe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,6 +84,7 @@ impl Processor {
             tracing::Span::current().record("job_id", job_id);
         }
         let _busy = crate::metrics::GaugeGuard::new(crate::metrics::WORKERS_BUSY);
+        let _listed = self.inner.running.hold(&job.id);
         let heartbeat = Heartbeat::start(
             self.pool().clone(),
             job.id.clone(),
@@ -210,9 +212,13 @@ impl Processor {
         let facts = self.probe(dir.path(), "output").await.unwrap_or_default();
         details.output = Some(facts.clone());
         let name = format!("{}.{ext}", job.id);
-        tokio::fs::rename(&part, self.inner.dirs.outputs.join(&name))
+        // Streamed to the store in parts; the attempt's directory (and the local copy) goes
+        // when the attempt ends.
+        self.inner
+            .storage
+            .put_file(&Key::output(&name), &part)
             .await
-            .map_err(JobError::io("keep the output"))?;
+            .map_err(|err| JobError::io("store the output")(err.into()))?;
         let output = json!({
             "object": "file",
             "kind": kind.as_str(),

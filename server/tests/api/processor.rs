@@ -833,6 +833,7 @@ pub(crate) fn test_settings(app: &TestApp, ffmpeg: &str) -> ProcessorSettings {
         dir: app
             .data_dir
             .join(format!("stepped-{}", uuid::Uuid::new_v4().simple())),
+        storage: None,
         files_url: app.url("/files"),
         lease: Lease::of(Duration::from_secs(30)),
         limits: Limits {
