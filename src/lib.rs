@@ -16,6 +16,7 @@ pub mod operate;
 pub mod page;
 pub mod signature;
 pub mod submission;
+pub mod upload;
 
 pub use access::{Role, TokenScope, Viewer};
 pub use change::{ChangeOp, ChangePosition, Shown, TxSnapshot};

@@ -22,4 +22,5 @@ pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod unix_user;
+pub mod uploads;
 pub mod worker_process;

@@ -1,5 +1,6 @@
-//! The periodic clean-up: finished jobs, the built-in processor's outputs and the webhook
-//! delivery log after their retention periods (30 days unless set), expired sessions, and the
+//! The periodic clean-up: finished jobs, the built-in processor's outputs, uploads and the
+//! webhook delivery log after their retention periods (30 days unless set; uploads follow the
+//! outputs', abandoned ones go after a day), expired sessions, and the
 //! rate limiters' idle keys. Each pass logs what it deleted. Beside it, every few seconds, the
 //! status-count ledger is folded ([`app::db::jobs::compact_status_counts`]).
 
@@ -54,9 +55,15 @@ impl Cleanup {
         let r = &self.retention;
         let jobs =
             drain(|| app::db::jobs::delete_finished_before(&self.pool, r.jobs, BATCH)).await?;
-        let outputs = match &self.processor {
-            Some(processor) => drain(|| processor.delete_old_outputs(r.outputs, BATCH)).await?,
-            None => 0,
+        let (outputs, uploads) = match &self.processor {
+            Some(processor) => (
+                drain(|| processor.delete_old_outputs(r.outputs, BATCH)).await?,
+                drain(|| {
+                    crate::uploads::delete_old(&self.pool, processor.storage(), r.outputs, BATCH)
+                })
+                .await?,
+            ),
+            None => (0, 0),
         };
         let deliveries =
             drain(|| app::db::webhooks::delete_before(&self.pool, r.deliveries, BATCH)).await?;
@@ -66,7 +73,7 @@ impl Cleanup {
         if let Some(limits) = &self.limits {
             limits.forget_quiet();
         }
-        tracing::info!(jobs, outputs, deliveries, sessions, "cleaned up");
+        tracing::info!(jobs, outputs, uploads, deliveries, sessions, "cleaned up");
         Ok((jobs, outputs, deliveries, sessions))
     }
 }

@@ -146,6 +146,7 @@ impl Application {
             trusted_proxies: settings.trusted_proxies.clone(),
             remote: None,
             stalled_after: settings.ittybit.reconcile_after,
+            uploads: None,
         };
         let client = match Backend::choose(settings) {
             Backend::Ittybit {
@@ -169,6 +170,11 @@ impl Application {
                 state.webhook_secret = Some(local.webhook_secret);
                 state.auth.processor_key = Some(local.api_key.clone());
                 state.service = processor::SERVICE;
+                state.uploads = Some(crate::uploads::Uploads {
+                    storage: local.processor.storage().clone(),
+                    max_bytes: local.processor.max_input_bytes(),
+                    public_url: public_url.clone(),
+                });
                 state.processor = Some(local.processor);
                 state.sample = local.sample;
                 Some(IttybitConfig {

@@ -88,6 +88,12 @@ pub const RULES: &[(&str, &str, Rule)] = &[
     ("POST", "/jobs/bulk", Form(Operator)),
     ("GET", "/api/jobs/{id}/output-link", Api(Viewer)),
     ("GET", "/api/events", Api(Viewer)),
+    // Uploads: sent by operators (their own only), served like outputs.
+    ("POST", "/api/uploads", Api(Operator)),
+    ("GET", "/api/uploads/{id}", Api(Operator)),
+    ("PUT", "/api/uploads/{id}/parts/{n}", Api(Operator)),
+    ("POST", "/api/uploads/{id}/complete", Api(Operator)),
+    ("GET", "/uploads/{id}/{name}", Files),
     // Machines.
     ("POST", "/api/ittybit/callback", Signed),
     ("*", "/ittybit-local/jobs", ProcessorKey),

@@ -209,6 +209,7 @@ pub async fn start_local(
             [
                 format!("{base}{}/", sample::PATH),
                 format!("{base}{MOUNT}/files/"),
+                format!("{base}{}/", crate::uploads::FILES_PATH),
             ]
         })
         .collect();
@@ -421,6 +422,16 @@ impl Processor {
     /// The tools (ffmpeg, ffprobe) that did not run when the processor started.
     pub fn missing_tools(&self) -> &[&'static str] {
         &self.inner.missing_tools
+    }
+
+    /// Where its outputs are kept.
+    pub fn storage(&self) -> &Storage {
+        &self.inner.storage
+    }
+
+    /// The largest input it downloads, in bytes.
+    pub fn max_input_bytes(&self) -> u64 {
+        self.inner.settings.max_input_bytes
     }
 
     /// The key its API accepts (the dashboard's client is given it at start).

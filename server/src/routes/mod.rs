@@ -9,6 +9,7 @@ pub mod ittybit;
 pub mod job_actions;
 pub mod jobs;
 pub mod openapi;
+pub mod uploads;
 
 use std::convert::Infallible;
 use std::sync::OnceLock;
@@ -28,7 +29,6 @@ use sqlx::PgPool;
 use tower::ServiceBuilder;
 use tower_http::compression::predicate::{NotForContentType, Predicate};
 use tower_http::compression::{CompressionLayer, DefaultPredicate};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -73,6 +73,8 @@ pub struct AppState {
     /// A processing job with no news for this long is shown as stalled (the reconciler's
     /// quiet period, after which it reads the job back).
     pub stalled_after: std::time::Duration,
+    /// Uploads, offered with the built-in processor.
+    pub uploads: Option<crate::uploads::Uploads>,
 }
 
 /// The service jobs go to, as operators' actions reach it.
@@ -102,6 +104,30 @@ impl FromRef<AppState> for LeptosOptions {
 pub fn page_routes() -> Vec<AxumRouteListing> {
     static ROUTES: OnceLock<Vec<AxumRouteListing>> = OnceLock::new();
     ROUTES.get_or_init(|| generate_route_list(App)).clone()
+}
+
+/// The largest request body: a whole part for an upload's part, [`MAX_BODY_BYTES`] for
+/// everything else. A declared length over it is refused at once; an undeclared one is cut off
+/// where it passes it (the extractors answer 413).
+async fn limit_body(
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let limit = if uploads::is_part_path(request.uri().path()) {
+        reeltime::upload::PART_BYTES as usize
+    } else {
+        MAX_BODY_BYTES
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return crate::error::ApiError::PayloadTooLarge.into_response();
+    }
+    next.run(request.map(|body| Body::new(http_body_util::Limited::new(body, limit))))
+        .await
 }
 
 pub fn router(state: AppState) -> Router {
@@ -202,7 +228,7 @@ pub fn router(state: AppState) -> Router {
                 .and(NotForContentType::const_new("video/"))
                 .and(NotForContentType::const_new("audio/")),
         ))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES));
+        .layer(axum::middleware::from_fn(limit_body));
 
     let mut routes = Router::new();
     if let Some(processor) = state.processor.clone() {
@@ -219,6 +245,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(ittybit::router())
         .merge(openapi::router())
+        .merge(uploads::router())
         .merge(crate::metrics::router())
         .leptos_routes_with_context(&state, page_routes(), context, app_shell)
         .fallback_service(static_files)

@@ -34,6 +34,10 @@ pub fn router() -> Router<AppState> {
         super::job_actions::bulk,
         super::job_actions::counts,
         super::events::events,
+        super::uploads::create,
+        super::uploads::status,
+        super::uploads::part,
+        super::uploads::complete,
         super::ittybit::callback,
         super::health::healthz,
         super::health::readyz,
@@ -50,7 +54,9 @@ pub fn router() -> Router<AppState> {
         reeltime::JobAction,
         super::job_actions::ActionAnswer,
         super::job_actions::BulkRequest,
-        super::job_actions::BulkAnswer
+        super::job_actions::BulkAnswer,
+        reeltime::upload::NewUpload,
+        crate::uploads::UploadStatus
     ))
 )]
 pub struct ApiDoc;

@@ -98,6 +98,15 @@ impl Key {
         Key(object_store::path::Path::from_iter(["outputs", name]))
     }
 
+    /// Part `n` of upload `id`.
+    pub fn upload_part(id: uuid::Uuid, n: u32) -> Key {
+        Key(object_store::path::Path::from_iter([
+            "uploads".to_owned(),
+            id.simple().to_string(),
+            format!("{n:06}"),
+        ]))
+    }
+
     pub fn as_str(&self) -> &str {
         self.0.as_ref()
     }
@@ -277,6 +286,16 @@ impl Storage {
                 Err(StorageError::Io(err))
             }
         }
+    }
+
+    /// Store `bytes` (one small object, such as an upload's part) at `key`.
+    #[tracing::instrument(skip(self, bytes), fields(key = key.as_str(), len = bytes.len()))]
+    pub async fn put_bytes(&self, key: &Key, bytes: bytes::Bytes) -> Result<(), StorageError> {
+        self.store
+            .put(&key.0, PutPayload::from_bytes(bytes))
+            .await
+            .map(drop)
+            .map_err(StorageError::Store)
     }
 
     /// Delete `key`; a file that is not there is already deleted.

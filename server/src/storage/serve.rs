@@ -9,7 +9,7 @@
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use object_store::{GetOptions, GetRange, ObjectMeta};
 
 use super::{Key, Storage};
@@ -32,13 +32,119 @@ impl Storage {
             Err(object_store::Error::NotFound { .. }) => return not_found(),
             Err(err) => return unavailable(&err),
         };
-        let validators = Validators::of(&meta);
+        let file = File {
+            size: meta.size,
+            validators: Validators::of(&meta),
+            content_type,
+        };
+        file.respond(method, headers, |range| async move {
+            let options = GetOptions {
+                range: range.map(|(start, end)| GetRange::Bounded(start..end + 1)),
+                ..GetOptions::default()
+            };
+            match self.store().get_opts(&key.0, options).await {
+                Ok(got) => Ok(Body::from_stream(got.into_stream().map_err(broken))),
+                Err(object_store::Error::NotFound { .. }) => Err(not_found()),
+                Err(err) => Err(unavailable(&err)),
+            }
+        })
+        .await
+    }
+
+    /// Answer for a file stored as consecutive `parts` (their keys and sizes, in order), with
+    /// the ETag `etag` and modification time `modified`: an upload, served without ever being
+    /// put together in one object.
+    pub async fn serve_parts(
+        &self,
+        parts: Vec<(Key, u64)>,
+        etag: String,
+        modified: std::time::SystemTime,
+        method: &Method,
+        headers: &HeaderMap,
+        content_type: &str,
+    ) -> Response {
+        let file = File {
+            size: parts.iter().map(|(_, size)| size).sum(),
+            validators: Validators {
+                etag: Some(format!("\"{etag}\"")),
+                modified,
+            },
+            content_type,
+        };
+        let size = file.size;
+        file.respond(method, headers, |range| async move {
+            let (start, end) = range.unwrap_or((0, size.saturating_sub(1)));
+            // Each part's slice of bytes start..=end, in the part's own offsets.
+            let mut slices = Vec::new();
+            let mut offset = 0;
+            for (key, part_size) in parts {
+                let (from, to) = (offset, offset + part_size);
+                offset = to;
+                if to <= start || from > end {
+                    continue;
+                }
+                let first = start.max(from) - from;
+                let last = end.min(to - 1) - from;
+                slices.push((key, first..last + 1));
+            }
+            let store = self.clone();
+            let stream = futures::stream::iter(slices)
+                .then(move |(key, range)| {
+                    let store = store.clone();
+                    async move {
+                        let options = GetOptions {
+                            range: Some(GetRange::Bounded(range)),
+                            ..GetOptions::default()
+                        };
+                        store
+                            .store()
+                            .get_opts(&key.0, options)
+                            .await
+                            .map(|got| got.into_stream().map_err(broken))
+                            .map_err(broken)
+                    }
+                })
+                .try_flatten();
+            Ok(Body::from_stream(stream))
+        })
+        .await
+    }
+}
+
+/// A stored file failed mid-response: the connection is cut (the length promised cannot be
+/// kept), and the log says why.
+fn broken(err: object_store::Error) -> std::io::Error {
+    tracing::warn!(error = %err, "reading a stored file failed mid-way");
+    std::io::Error::other(err)
+}
+
+/// What a response needs to know about the file it serves.
+struct File<'a> {
+    size: u64,
+    validators: Validators,
+    content_type: &'a str,
+}
+
+impl File<'_> {
+    /// The response to `method` with `headers`: 304, 416, or 200/206 with the body `body`
+    /// makes for the range (`None`: the whole file), which it is asked for only for a GET of
+    /// at least one byte.
+    async fn respond<F, Fut>(self, method: &Method, headers: &HeaderMap, body: F) -> Response
+    where
+        F: FnOnce(Option<(u64, u64)>) -> Fut,
+        Fut: std::future::Future<Output = Result<Body, Response>>,
+    {
+        let File {
+            size,
+            validators,
+            content_type,
+        } = self;
         if validators.not_modified(headers) {
             let mut response = StatusCode::NOT_MODIFIED.into_response();
             validators.apply(response.headers_mut());
             return response;
         }
-        let range = match wanted_range(headers, &validators, meta.size) {
+        let range = match wanted_range(headers, &validators, size) {
             Wanted::Whole => None,
             Wanted::Part(start, end) => Some((start, end)),
             Wanted::Unsatisfiable => {
@@ -50,29 +156,21 @@ impl Storage {
                 insert(
                     response.headers_mut(),
                     header::CONTENT_RANGE,
-                    &format!("bytes */{}", meta.size),
+                    &format!("bytes */{size}"),
                 );
                 return response;
             }
         };
         let (status, length) = match range {
             Some((start, end)) => (StatusCode::PARTIAL_CONTENT, end - start + 1),
-            None => (StatusCode::OK, meta.size),
+            None => (StatusCode::OK, size),
         };
         let body = if method == Method::HEAD || length == 0 {
             Body::empty()
         } else {
-            let options = GetOptions {
-                range: range.map(|(start, end)| GetRange::Bounded(start..end + 1)),
-                ..GetOptions::default()
-            };
-            match self.store().get_opts(&key.0, options).await {
-                Ok(got) => Body::from_stream(got.into_stream().map_err(|err| {
-                    tracing::warn!(error = %err, "reading a stored file failed mid-way");
-                    std::io::Error::other(err)
-                })),
-                Err(object_store::Error::NotFound { .. }) => return not_found(),
-                Err(err) => return unavailable(&err),
+            match body(range).await {
+                Ok(body) => body,
+                Err(response) => return response,
             }
         };
         let mut response = Response::new(body);
@@ -86,7 +184,7 @@ impl Storage {
             insert(
                 out,
                 header::CONTENT_RANGE,
-                &format!("bytes {start}-{end}/{}", meta.size),
+                &format!("bytes {start}-{end}/{size}"),
             );
         }
         validators.apply(out);

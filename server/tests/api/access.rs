@@ -114,6 +114,31 @@ const TABLE: &[(&str, &str, &str, &str)] = &[
     ),
     ("GET", "/api/jobs", "/api/jobs", "U A A A A A U U"),
     ("GET", "/metrics", "/metrics", "U F F A F F U U"),
+    ("POST", "/api/uploads", "/api/uploads", "U F A A F A U U"),
+    (
+        "GET",
+        "/api/uploads/{id}",
+        "/api/uploads/00000000-0000-0000-0000-000000000000",
+        "U F A A F A U U",
+    ),
+    (
+        "PUT",
+        "/api/uploads/{id}/parts/{n}",
+        "/api/uploads/00000000-0000-0000-0000-000000000000/parts/0",
+        "U F A A F A U U",
+    ),
+    (
+        "POST",
+        "/api/uploads/{id}/complete",
+        "/api/uploads/00000000-0000-0000-0000-000000000000/complete",
+        "U F A A F A U U",
+    ),
+    (
+        "GET",
+        "/uploads/{id}/{name}",
+        "/uploads/00000000-0000-0000-0000-000000000000/a.mp4",
+        "U A A A A A U U",
+    ),
     ("POST", "/api/jobs", "/api/jobs", "U F A A F A U U"),
     (
         "GET",

@@ -34,4 +34,5 @@ mod stats;
 mod status_counts;
 mod storage;
 mod supabase;
+mod uploads;
 mod workers;
