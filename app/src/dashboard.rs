@@ -19,6 +19,7 @@ use crate::layout::{FlashMessage, LiveIndicator, SiteHeader};
 use crate::live::LiveState;
 use crate::session::use_session;
 use crate::store::JobStore;
+use crate::uploader::Uploader;
 
 #[component]
 pub fn Dashboard() -> impl IntoView {
@@ -207,6 +208,7 @@ fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String) -> impl IntoView {
             <button type="submit" disabled=move || submit.pending().get()>
                 {move || if submit.pending().get() { "Submitting…" } else { "Process" }}
             </button>
+            <Uploader submit preset=preset_select/>
             <p class="alert" role="alert">{move || general_error().map(|e| e.to_string())}</p>
         </form>
     }

@@ -17,6 +17,7 @@ mod live;
 pub mod session;
 pub mod stats;
 mod store;
+mod uploader;
 
 use leptos::prelude::*;
 use leptos_router::components::{Route, Router, Routes};
