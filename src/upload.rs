@@ -91,7 +91,7 @@ impl NewUpload {
         let content_type = if media_type {
             declared
         } else {
-            type_of_extension(&ext).to_owned()
+            content_type(&ext).to_owned()
         };
         Ok(ValidUpload {
             name,
@@ -131,8 +131,11 @@ fn megabytes(bytes: u64) -> String {
     }
 }
 
-fn type_of_extension(ext: &str) -> &'static str {
-    match ext {
+/// The media type a file name's ending (`mp4`, `.MOV`) stands for; `application/octet-stream`
+/// for an ending Reeltime does not know. Uploads without a type and the processor's outputs
+/// are served with it.
+pub fn content_type(ext: &str) -> &'static str {
+    match ext.trim_start_matches('.').to_ascii_lowercase().as_str() {
         "mp4" | "m4v" => "video/mp4",
         "mov" => "video/quicktime",
         "mkv" => "video/x-matroska",

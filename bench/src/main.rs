@@ -35,6 +35,10 @@
 //! `cargo run --release -p bench -- chaos [--full] [--only NAME]` is the fault and load suite,
 //! on a Postgres cluster of its own (see `chaos/mod.rs` and `docs/reliability.md`).
 //!
+//! `cargo run --release -p bench -- workers [--jobs N] [--upload-mb N]` measures jobs per
+//! minute with one `reeltime worker` process against two, and uploads through `/api/uploads`
+//! against a plain PUT to the same S3-compatible store (issue 13; `workers.rs`).
+//!
 //! Every `/api/*` route needs an account (issue 11): each server the benches start gets an
 //! admin and a personal API token written into its database ([`sign_in`]), and every request
 //! the benches make carries it ([`authorization`]).
@@ -65,6 +69,7 @@ mod operate;
 mod pages;
 mod processor;
 mod sse;
+mod workers;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -101,6 +106,9 @@ async fn main() -> Result<()> {
             .await
         }
         Some("first-load") => first_load::first_load().await,
+        Some("workers") => {
+            workers::workers(flag("--jobs", 6).max(1), flag("--upload-mb", 64).max(1)).await
+        }
         Some("operate") => {
             operate::operate(
                 flag("--jobs", 100_000),
@@ -120,7 +128,9 @@ async fn main() -> Result<()> {
        \
                  cargo run --release -p bench -- callbacks [--jobs N] [--concurrency N]
        \
-                 cargo run --release -p bench -- first-load"
+                 cargo run --release -p bench -- first-load
+       \
+                 cargo run --release -p bench -- workers [--jobs N] [--upload-mb N]"
             );
             std::process::exit(2);
         }

@@ -26,12 +26,9 @@ async fn main() -> ExitCode {
         }
     }
 
-    let settings = match Settings::from_env() {
+    let settings = match load_settings() {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("reeltime: configuration error: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     telemetry::init(&settings.log_filter);
     raise_open_file_limit();
@@ -68,14 +65,19 @@ async fn main() -> ExitCode {
     }
 }
 
+/// The settings from the environment, or exit code 2 with the bad variable named.
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|err| {
+        eprintln!("reeltime: configuration error: {err}");
+        ExitCode::from(2)
+    })
+}
+
 /// `reeltime worker`: processor workers only, no web server.
 async fn worker() -> ExitCode {
-    let settings = match Settings::from_env() {
+    let settings = match load_settings() {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("reeltime: configuration error: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     telemetry::init(&settings.log_filter);
     match worker_process::run(&settings, shutdown_signal()).await {
@@ -90,12 +92,9 @@ async fn worker() -> ExitCode {
 
 /// `reeltime user …`.
 async fn user(args: &[String]) -> ExitCode {
-    let settings = match Settings::from_env() {
+    let settings = match load_settings() {
         Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("reeltime: configuration error: {err}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     match cli::user(&settings, args).await {
         Ok(out) => {

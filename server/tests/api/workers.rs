@@ -19,16 +19,21 @@ use crate::s3::S3Server;
 const BUCKET: &str = "reeltime-workers";
 const STORE: &str = "s3://reeltime-workers/shared";
 
-/// A web instance on the S3 store that runs no workers.
-async fn web_instance(s3: &S3Server) -> TestApp {
-    s3.bucket(BUCKET).await;
+/// A web instance's settings: the S3 store, the processor's API, no workers.
+fn web_settings(s3: &S3Server) -> Vec<(&str, &str)> {
     let mut settings = s3.settings(STORE).to_vec();
     settings.extend([
         ("REELTIME_PROCESSOR", "on"),
         ("REELTIME_PROCESSOR_WORKERS", "0"),
         ("REELTIME_PROCESSOR_ALLOW_PRIVATE", "true"),
     ]);
-    spawn_app_with(&settings).await
+    settings
+}
+
+/// The first web instance, on a fresh database and bucket.
+async fn web_instance(s3: &S3Server) -> TestApp {
+    s3.bucket(BUCKET).await;
+    spawn_app_with(&web_settings(s3)).await
 }
 
 struct Worker {
@@ -257,4 +262,100 @@ async fn a_worker_killed_mid_job_loses_it_to_another_and_the_job_finishes_once()
         .await
         .unwrap();
     assert_eq!(rows, 2);
+}
+
+#[tokio::test]
+async fn two_web_instances_and_two_workers_run_twenty_jobs_and_an_upload_each_served_by_both() {
+    let s3 = S3Server::start().await;
+    let a = web_instance(&s3).await;
+    let b = crate::helpers::spawn_second_instance_with(&a, &web_settings(&s3)).await;
+    let _first = start_worker(&a, &s3).await;
+    let _second = start_worker(&a, &s3).await;
+    let media = slow_media(Duration::ZERO).await;
+
+    // Twenty jobs, submitted to either instance.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let web = if i % 2 == 0 { &a } else { &b };
+        let job = web
+            .create_job(json!({
+                "input_url": format!("{}/clip.mp4?n={i}", media.uri()),
+                "preset": "audio_mp3_192",
+            }))
+            .await;
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    // And an upload through A.
+    let clip = clip();
+    let announced: serde_json::Value = a
+        .client
+        .post(a.url("/api/uploads"))
+        .json(&json!({ "name": "clip.mp4", "size": clip.len(), "content_type": "video/mp4" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let upload = announced["id"].as_str().unwrap();
+    let stored = a
+        .client
+        .put(a.url(&format!("/api/uploads/{upload}/parts/0")))
+        .body(clip.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
+    let done: serde_json::Value = a
+        .client
+        .post(a.url(&format!("/api/uploads/{upload}/complete")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let job = a
+        .create_job(json!({ "input_url": done["input_url"], "preset": "audio_mp3_192" }))
+        .await;
+    ids.push(job["id"].as_str().unwrap().to_owned());
+
+    for id in &ids {
+        let done = a.dashboard_wait(id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let task = done["task_id"].as_str().unwrap();
+        assert_eq!(processor_job(&a, task).await, ("succeeded".into(), 1));
+        // Every output through both instances, with a range.
+        let url = done["output_url"].as_str().unwrap();
+        let path = url.split_once("/ittybit-local/").unwrap().1;
+        let mut seen = Vec::new();
+        for web in [&a, &b] {
+            let response = web
+                .client
+                .get(web.url(&format!("/ittybit-local/{path}")))
+                .header("range", "bytes=0-99")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 206, "{}", web.address);
+            seen.push(response.bytes().await.unwrap());
+        }
+        assert_eq!(seen[0], seen[1]);
+        assert_eq!(seen[0].len(), 100);
+    }
+    // The upload's own file, served by B too.
+    let input = b
+        .client
+        .get(
+            done["input_url"]
+                .as_str()
+                .unwrap()
+                .replace(&a.address, &b.address),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(input.status(), 200);
+    assert_eq!(input.bytes().await.unwrap(), clip);
+    assert_eq!(s3.keys(BUCKET, "shared/outputs/").await.len(), 21);
 }

@@ -320,24 +320,8 @@ pub fn output_extension(options: &MediaOptions) -> &'static str {
     }
 }
 
-/// The `Content-Type` for a file extension (with or without the dot, any case);
-/// `application/octet-stream` when unknown.
-pub fn content_type(ext: &str) -> &'static str {
-    match ext.trim_start_matches('.').to_ascii_lowercase().as_str() {
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        "mp3" => "audio/mpeg",
-        "m4a" | "aac" => "audio/mp4",
-        "opus" | "ogg" => "audio/ogg",
-        "wav" => "audio/wav",
-        "flac" => "audio/flac",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        "gif" => "image/gif",
-        _ => "application/octet-stream",
-    }
-}
+/// The media type an output's extension stands for (one table for the whole app, in the core).
+pub use reeltime::upload::content_type;
 
 #[cfg(test)]
 mod tests {
