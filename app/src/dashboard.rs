@@ -78,7 +78,8 @@ pub fn Dashboard() -> impl IntoView {
                     csrf.set(info.csrf.clone());
                     can_write.set(info.can_write());
                     let flash = info.flash.clone();
-                    let form = info.can_write().then(|| view! { <SubmitForm submit csrf=info.csrf/> });
+                    let uploads = info.uploads;
+                    let form = info.can_write().then(|| view! { <SubmitForm submit csrf=info.csrf uploads/> });
                     view! { <FlashMessage flash/>{form} }
                 })}
             </Suspense>
@@ -120,7 +121,7 @@ pub fn Dashboard() -> impl IntoView {
 }
 
 #[component]
-fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String) -> impl IntoView {
+fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String, uploads: bool) -> impl IntoView {
     let url_input = NodeRef::<html::Input>::new();
     let preset_select = NodeRef::<html::Select>::new();
     // Errors found in the browser before anything is sent.
@@ -208,7 +209,7 @@ fn SubmitForm(submit: ServerAction<SubmitJob>, csrf: String) -> impl IntoView {
             <button type="submit" disabled=move || submit.pending().get()>
                 {move || if submit.pending().get() { "Submitting…" } else { "Process" }}
             </button>
-            <Uploader submit preset=preset_select/>
+            {uploads.then(|| view! { <Uploader submit preset=preset_select/> })}
             <p class="alert" role="alert">{move || general_error().map(|e| e.to_string())}</p>
         </form>
     }

@@ -21,7 +21,14 @@ pub struct SessionInfo {
     /// Goes into every form a page posts without JavaScript.
     pub csrf: String,
     pub flash: Option<Flash>,
+    /// Whether this server takes uploads (it runs the built-in processor).
+    pub uploads: bool,
 }
+
+/// Provided as context by a server that takes uploads.
+#[cfg(feature = "ssr")]
+#[derive(Clone, Copy, Debug)]
+pub struct UploadsOffered;
 
 impl SessionInfo {
     /// Whether the person may submit and act on jobs.
@@ -94,6 +101,7 @@ pub async fn whoami() -> Result<SessionInfo, ServerFnError> {
         }),
         csrf: user.and_then(|u| u.csrf).unwrap_or_default(),
         flash,
+        uploads: use_context::<UploadsOffered>().is_some(),
     })
 }
 

@@ -140,9 +140,13 @@ pub fn router(state: AppState) -> Router {
     // What the server functions and the pages take from context; and each page's nonce, which
     // the hydration scripts carry and the page's Content-Security-Policy names.
     let stalled_after = app::api::StalledAfter(state.stalled_after);
+    let uploads = state.uploads.is_some();
     let context = move || {
         provide_context(pool.clone());
         provide_context(stalled_after);
+        if uploads {
+            provide_context(app::session::UploadsOffered);
+        }
         if let Some(offer) = &offer {
             provide_context(offer.clone());
         }

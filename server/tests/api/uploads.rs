@@ -299,3 +299,25 @@ async fn old_and_abandoned_uploads_are_deleted_with_their_parts() {
         .unwrap();
     assert_eq!(left, 1);
 }
+
+#[tokio::test]
+async fn the_drop_zone_is_offered_only_where_uploads_are_taken() {
+    let with = spawn_app_with(&[("REELTIME_PROCESSOR", "on")]).await;
+    assert!(with.get_text("/").await.contains("class=\"drop-zone"));
+    let without = crate::helpers::spawn_app().await;
+    assert!(!without.get_text("/").await.contains("drop-zone"));
+    let (status, answer) = without
+        .upload_post(
+            "/api/uploads",
+            Some(json!({ "name": "a.mp4", "size": 10, "content_type": "video/mp4" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Uploads need the built-in processor"),
+        "{answer}"
+    );
+}
