@@ -1,6 +1,7 @@
 // The README's pictures, from the release server: `node end2end/screenshots.mjs` (after
-// `cargo leptos build --release`). A fresh database with a few jobs in every state, the
-// dashboard filtered by status, and a job's page.
+// `cargo xtask build`). A fresh database with a few jobs in every state, the dashboard filtered
+// by status, and a job's page; then, with the built-in processor, the drop zone and the Stats
+// page's workers.
 import { startServer, launchBrowser, waitHydrated, createDatabase, newContext, api, createJob, sql } from './tests/support.mjs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +49,29 @@ try {
   await waitHydrated(phone);
   await phone.screenshot({ path: `${docs}/dashboard-phone.png` });
   console.log(`wrote ${docs}/dashboard.png, dashboard-filtered.png, job-page.png, dashboard-phone.png`);
+
+  // With the built-in processor (the default): the drop zone, and the Stats page's workers.
+  const processing = createDatabase();
+  const local = await startServer({
+    databaseUrl: processing.url,
+    env: { REELTIME_PROCESSOR: 'on', REELTIME_SAMPLE_CLIP: 'off' },
+  });
+  try {
+    const view = await (await newContext(browser, local, { viewport: { width: 1200, height: 420 } })).newPage();
+    await view.goto(`${local.url}/`);
+    await waitHydrated(view);
+    await view.waitForSelector('.drop-zone:not([hidden])');
+    await view.screenshot({ path: `${docs}/dashboard-upload.png` });
+    await view.setViewportSize({ width: 1200, height: 900 });
+    await view.goto(`${local.url}/stats`);
+    await waitHydrated(view);
+    await view.waitForSelector('.workers table');
+    await view.screenshot({ path: `${docs}/stats-workers.png`, fullPage: true });
+    console.log(`wrote ${docs}/dashboard-upload.png, stats-workers.png`);
+  } finally {
+    await local.stop();
+    processing.drop();
+  }
 } finally {
   await browser.close();
   await server.stop();

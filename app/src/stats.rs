@@ -115,7 +115,18 @@ pub async fn stats() -> Result<StatsData, ServerFnError> {
         saved_of: finished.saved_of,
         waiting,
         processing,
-        workers,
+        workers: workers
+            .into_iter()
+            .map(|w| Worker {
+                host: w.host,
+                pid: w.pid,
+                version: w.version,
+                slots: w.slots,
+                busy: w.busy,
+                up_secs: w.up_secs,
+                silent_secs: w.silent_secs,
+            })
+            .collect(),
     })
 }
 

@@ -103,9 +103,22 @@ pub async fn in_flight(pool: &PgPool) -> Result<(i64, i64), sqlx::Error> {
     Ok((row.waiting, row.processing))
 }
 
+/// A process that runs processor workers, as its `processor_workers` row says.
+#[derive(Debug, Clone)]
+pub struct WorkerRow {
+    pub host: String,
+    pub pid: i32,
+    pub version: String,
+    pub slots: i32,
+    pub busy: i32,
+    /// Seconds since it started and since it was last heard from.
+    pub up_secs: i64,
+    pub silent_secs: i64,
+}
+
 /// The processes that run workers, by host (a few rows: one per process).
 #[tracing::instrument(skip(pool))]
-pub async fn workers(pool: &PgPool) -> Result<Vec<crate::stats::Worker>, sqlx::Error> {
+pub async fn workers(pool: &PgPool) -> Result<Vec<WorkerRow>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"select host, pid, version, slots,
                   cardinality(jobs) as "busy!",
@@ -118,7 +131,7 @@ pub async fn workers(pool: &PgPool) -> Result<Vec<crate::stats::Worker>, sqlx::E
     .await?;
     Ok(rows
         .into_iter()
-        .map(|r| crate::stats::Worker {
+        .map(|r| WorkerRow {
             host: r.host,
             pid: r.pid,
             version: r.version,
