@@ -109,3 +109,26 @@ test('a file that is not media is refused in the browser, before anything is sen
   assert.deepEqual(uploads, []);
   assert.equal(await page.locator('tr.job').count(), jobsBefore);
 });
+
+test('a part whose connection drops is sent again, and the upload completes', async () => {
+  await waitForSample(server);
+  const page = await openDashboard();
+  const attempts = [];
+  await page.route('**/api/uploads/*/parts/*', async (route) => {
+    attempts.push(route.request().url());
+    if (attempts.length === 1) await route.abort('connectionreset');
+    else await route.continue();
+  });
+  await drop(page, async () => {
+    const blob = await (await fetch('/samples/sample-1080p.mp4')).blob();
+    return new File([blob], 'again.mp4', { type: 'video/mp4' });
+  });
+  await page.waitForFunction(
+    () => document.querySelector('.drop-zone .upload-status')?.textContent === 'Uploaded again.mp4; the job is below.',
+    null,
+    { timeout: 60_000 },
+  );
+  assert.equal(attempts.length, 2, `part requests: ${attempts.join(', ')}`);
+  assert.equal(attempts[0], attempts[1], 'the same part, sent again');
+  assert.equal(await page.locator('.drop-zone .field-error').textContent(), '');
+});

@@ -2,7 +2,7 @@
 //! handlers' `#[utoipa::path]` attributes and the domain types' schemas, so it cannot drift
 //! from the code. Access: public, like the API it describes (`tests/api/openapi.rs` says so).
 //!
-//! Covered: the jobs API, the event stream, Ittybit's callback, health. Not covered: the
+//! Covered: the jobs API, uploads, the event stream, Ittybit's callback, health. Not covered: the
 //! dashboard's pages and its form's server function (HTML), and the built-in processor's
 //! Ittybit-compatible API under `/ittybit-local` (documented by the Ittybit contract).
 

@@ -39,6 +39,7 @@ async fn the_api_description_is_public_and_lists_every_route() {
             "GET /api/jobs",
             "GET /api/jobs/counts",
             "GET /api/jobs/{id}",
+            "GET /api/uploads/{id}",
             "GET /healthz",
             "GET /readyz",
             "POST /api/ittybit/callback",
@@ -46,6 +47,9 @@ async fn the_api_description_is_public_and_lists_every_route() {
             "POST /api/jobs/bulk",
             "POST /api/jobs/{id}/cancel",
             "POST /api/jobs/{id}/retry",
+            "POST /api/uploads",
+            "POST /api/uploads/{id}/complete",
+            "PUT /api/uploads/{id}/parts/{n}",
         ]
     );
     // The schemas the routes refer to are there, with the job's statuses spelled out.
@@ -58,6 +62,8 @@ async fn the_api_description_is_public_and_lists_every_route() {
         "ActionAnswer",
         "BulkRequest",
         "BulkAnswer",
+        "NewUpload",
+        "UploadStatus",
         "JobAction",
     ] {
         assert!(schemas[name].is_object(), "{name} is described");
