@@ -94,7 +94,7 @@ async fn get(
         "GET {path} HTTP/1.0\r\nHost: {}\r\nCookie: {cookie}\r\nAccept-Encoding: {encoding}\r\n\r\n",
         server.address
     );
-    exchange_bytes(&server.address, &request)
+    exchange_bytes(&server.address, request.as_bytes())
         .await
         .map_err(|err| format!("GET {path}: {err}").into())
 }

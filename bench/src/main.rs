@@ -263,14 +263,14 @@ async fn on_fresh_server(
 
 /// One request written as is on its own connection; the answer's head and body.
 async fn exchange(address: &str, request: &str) -> Result<(String, String)> {
-    let (head, body) = exchange_bytes(address, request).await?;
+    let (head, body) = exchange_bytes(address, request.as_bytes()).await?;
     Ok((head, String::from_utf8_lossy(&body).into_owned()))
 }
 
-/// [`exchange`], the body's bytes as sent (a compressed file, counted).
-async fn exchange_bytes(address: &str, request: &str) -> Result<(String, Vec<u8>)> {
+/// [`exchange`] with a request of any bytes; the body's bytes as sent (a compressed file, counted).
+async fn exchange_bytes(address: &str, request: &[u8]) -> Result<(String, Vec<u8>)> {
     let mut socket = TcpStream::connect(address).await?;
-    socket.write_all(request.as_bytes()).await?;
+    socket.write_all(request).await?;
     let mut response = Vec::new();
     socket.read_to_end(&mut response).await?;
     let at = response

@@ -73,11 +73,10 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new(what: &str) -> Result<Scratch> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!(
-            "reeltime-bench-{what}-{}-{}",
-            std::process::id(),
-            Instant::now().elapsed().as_nanos()
-        ));
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("reeltime-bench-{what}-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
         Ok(Scratch(dir))
@@ -196,22 +195,18 @@ async fn jobs_per_minute(moto: &Moto, processes: usize, jobs: usize) -> Result<f
 
 /// One request with a byte body on its own connection; the answer's status and body.
 async fn send_bytes(address: &str, method: &str, path: &str, body: &[u8]) -> Result<(u16, Value)> {
-    let head = format!(
+    let mut request = format!(
         "{method} {path} HTTP/1.0\r\nHost: {address}\r\n{}Origin: http://{address}\r\n\
          Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         authorization(),
         body.len()
-    );
-    let mut socket = TcpStream::connect(address).await?;
-    socket.write_all(head.as_bytes()).await?;
-    socket.write_all(body).await?;
-    let mut response = Vec::new();
-    socket.read_to_end(&mut response).await?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let (head, answer) = exchange_bytes(address, &request).await?;
     Ok((
-        status_of(head)?,
-        serde_json::from_str(body).unwrap_or(Value::Null),
+        status_of(&head)?,
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
     ))
 }
 

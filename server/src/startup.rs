@@ -40,7 +40,7 @@ use crate::site::Site;
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// How long shutdown waits for background tasks before closing the pool anyway.
-pub(crate) const TASKS_GRACE: Duration = Duration::from_secs(15);
+const TASKS_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -293,22 +293,27 @@ impl Application {
             stopping.cancel();
         })
         .await;
-        cancel.cancel();
-        tasks.close();
-        if tokio::time::timeout(TASKS_GRACE, tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                left = tasks.len(),
-                "background tasks did not stop in time; closing anyway"
-            );
-        }
+        stop_tasks(&tasks, &cancel).await;
         pool.close().await;
         if let Some(pg) = embedded.as_mut() {
             pg.stop();
         }
         served
+    }
+}
+
+/// Cancel the background tasks and wait for them, at most [`TASKS_GRACE`].
+pub(crate) async fn stop_tasks(tasks: &TaskTracker, cancel: &CancellationToken) {
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout(TASKS_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "background tasks did not stop in time; closing anyway"
+        );
     }
 }
 

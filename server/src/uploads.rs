@@ -191,20 +191,24 @@ pub async fn record_part(pool: &PgPool, id: Uuid, n: u32) -> Result<(), sqlx::Er
     Ok(())
 }
 
-/// Mark `id` complete if every part has arrived; whether it is complete now.
+/// Mark `id` complete if every part has arrived: when it was completed, or `None` while parts
+/// are missing.
 #[tracing::instrument(skip(pool))]
-pub async fn complete(pool: &PgPool, id: Uuid, parts: u32) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query_scalar!(
+pub async fn complete(
+    pool: &PgPool,
+    id: Uuid,
+    parts: u32,
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+    sqlx::query_scalar!(
         r#"update uploads set completed_at = coalesce(completed_at, now())
            where id = $1
              and (select count(*) from upload_parts where upload_id = $1) = $2
-           returning id"#,
+           returning completed_at as "completed_at!""#,
         id,
         i64::from(parts),
     )
     .fetch_optional(pool)
-    .await?;
-    Ok(done.is_some())
+    .await
 }
 
 /// An upload not completed this long after it started is abandoned, and deleted.

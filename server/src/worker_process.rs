@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::local_settings;
 use crate::config::Settings;
 use crate::processor;
-use crate::startup::{connect, StartupError, MIGRATOR, TASKS_GRACE};
+use crate::startup::{connect, stop_tasks, StartupError, MIGRATOR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -90,14 +90,7 @@ pub async fn run(
 
     shutdown.await;
     tracing::info!("stopping: running jobs go back to the queue");
-    cancel.cancel();
-    tasks.close();
-    if tokio::time::timeout(TASKS_GRACE, tasks.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(left = tasks.len(), "workers did not stop in time");
-    }
+    stop_tasks(&tasks, &cancel).await;
     drop(started);
     pool.close().await;
     Ok(())

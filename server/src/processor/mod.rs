@@ -93,8 +93,6 @@ pub struct ProcessorSettings {
 }
 
 struct Dirs {
-    /// The outputs' folder when they are kept on this machine.
-    outputs: Option<PathBuf>,
     work: PathBuf,
 }
 
@@ -337,10 +335,11 @@ impl Processor {
             None => Storage::connect(StorageSettings::Local(settings.dir.clone()))?,
         };
         let dirs = Dirs {
-            outputs: storage.local_dir().map(|dir| dir.join("outputs")),
             work: settings.dir.join("work"),
         };
-        for path in std::iter::once(&dirs.work).chain(&dirs.outputs) {
+        // Outputs on this machine: their folder, swept of partial files below.
+        let outputs = storage.local_dir().map(|dir| dir.join("outputs"));
+        for path in std::iter::once(&dirs.work).chain(&outputs) {
             tokio::fs::create_dir_all(path)
                 .await
                 .map_err(|source| StartError::Dir {
@@ -354,7 +353,7 @@ impl Processor {
         // What a process that died left: its jobs are fetched again once their leases run out.
         match store::live_leases(&pool).await {
             Ok(live) => {
-                workdir::sweep(&dirs.work, dirs.outputs.as_deref(), &live).await;
+                workdir::sweep(&dirs.work, outputs.as_deref(), &live).await;
             }
             Err(err) => tracing::warn!(error = %err, "could not read the processor's leases"),
         }

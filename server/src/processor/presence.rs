@@ -79,13 +79,18 @@ pub fn announce(
     let id = Uuid::new_v4();
     let cancel = cancel.clone();
     tasks.spawn(async move {
-        let slots = i32::try_from(slots).unwrap_or(i32::MAX);
+        let me = Me {
+            id,
+            host: host_name(),
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            slots: i32::try_from(slots).unwrap_or(i32::MAX),
+        };
         let mut ticks = tokio::time::interval(BEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {
-                    if let Err(err) = renew(&pool, id, slots, &running.list()).await {
+                    if let Err(err) = renew(&pool, &me, &running.list()).await {
                         tracing::warn!(error = %err, "could not renew this worker's row");
                     }
                 }
@@ -102,18 +107,27 @@ pub fn announce(
     id
 }
 
+/// What this process's row says about it, besides its jobs.
+#[derive(Debug)]
+struct Me {
+    id: Uuid,
+    host: String,
+    pid: i32,
+    slots: i32,
+}
+
 /// Insert or renew the row, and forget rows silent for a day.
 #[tracing::instrument(skip(pool, jobs))]
-async fn renew(pool: &PgPool, id: Uuid, slots: i32, jobs: &[String]) -> Result<(), sqlx::Error> {
+async fn renew(pool: &PgPool, me: &Me, jobs: &[String]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into processor_workers (id, host, pid, version, slots, jobs)
          values ($1, $2, $3, $4, $5, $6)
          on conflict (id) do update set jobs = excluded.jobs, seen_at = now()",
-        id,
-        host_name(),
-        i32::try_from(std::process::id()).unwrap_or(0),
+        me.id,
+        me.host,
+        me.pid,
         env!("CARGO_PKG_VERSION"),
-        slots,
+        me.slots,
         jobs,
     )
     .execute(pool)

@@ -203,8 +203,9 @@ async fn complete(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<UploadStatus>, ApiError> {
     let uploads = offered(&state)?;
-    let upload = own(&state, &user, &id).await?;
-    if !db::complete(&state.pool, upload.id, upload.parts()).await? {
+    let mut upload = own(&state, &user, &id).await?;
+    let Some(completed_at) = db::complete(&state.pool, upload.id, upload.parts()).await? else {
+        // Read again: parts may have arrived since the first read.
         let missing = own(&state, &user, &id).await?.missing();
         return Err(ApiError::Conflict(format!(
             "{} not arrived yet: send {} and complete again.",
@@ -214,8 +215,9 @@ async fn complete(
             },
             if missing.len() == 1 { "it" } else { "them" },
         )));
-    }
-    let upload = own(&state, &user, &id).await?;
+    };
+    upload.completed_at = Some(completed_at);
+    upload.received = (0..upload.parts() as i32).collect();
     tracing::info!(upload = %upload.id, "upload complete");
     Ok(Json(upload.status(&uploads.public_url)))
 }

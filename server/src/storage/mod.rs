@@ -195,7 +195,7 @@ impl Storage {
             place: storage.describe(),
             source,
         })?;
-        tracing::info!(storage = %storage.describe(), "files are kept in {}", storage.describe());
+        tracing::info!(storage = %storage.describe(), "the file store answers");
         Ok(storage)
     }
 
