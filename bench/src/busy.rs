@@ -98,13 +98,17 @@ async fn measure(
     let after = app::db::log_position(&pool).await?.to_string();
     let (arrive_tx, mut arrivals) = mpsc::unbounded_channel();
     let (reset_tx, mut resets) = mpsc::unbounded_channel();
+    let (ready_tx, mut ready) = mpsc::unbounded_channel();
     let stream = tokio::spawn(sse::client(
         server.address.clone(),
         after,
+        ready_tx,
         arrive_tx,
         reset_tx,
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::timeout(Duration::from_secs(30), ready.recv())
+        .await
+        .map_err(|_| "the event stream did not open in 30 s")?;
     let mut marker = 0u32;
 
     println!("idle: load average {}", load_average());

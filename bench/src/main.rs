@@ -5,7 +5,9 @@
 //! `cargo run --release -p bench -- sse [--max-clients N]` measures, in one run:
 //! - the floor: a bare LISTEN connection receiving the trigger's notification for an update;
 //! - the time from just before a single-row update is sent to its event's arrival at every one
-//!   of N SSE clients (1, 100, 1,000, 10,000);
+//!   of N SSE clients (1, 100, 1,000, 10,000), and at each N the same for the fan-out floor, a
+//!   minimal server in a process of its own that writes each change to every socket
+//!   (`fanout_floor.rs`);
 //! - the highest rate of changes delivered to all of 1,000 clients with no reset;
 //! - the server's resident memory per idle client at the largest N.
 //!
@@ -64,6 +66,7 @@ use tokio::sync::mpsc;
 mod busy;
 mod callbacks;
 mod chaos;
+mod fanout_floor;
 mod first_load;
 mod operate;
 mod pages;
@@ -91,6 +94,15 @@ async fn main() -> Result<()> {
             let max_clients = flag("--max-clients", 10_000);
             raise_open_file_limit();
             sse::sse(max_clients).await
+        }
+        Some("fanout-floor") => {
+            // Started by `sse` itself: the fan-out floor's own process.
+            raise_open_file_limit();
+            let database_url = args
+                .get(1)
+                .ok_or("fanout-floor <database url> <frame bytes>")?;
+            let frame_bytes = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1024);
+            fanout_floor::serve(database_url, frame_bytes).await
         }
         Some("processor") => {
             let poll = Duration::from_millis(flag("--poll-ms", 250) as u64);

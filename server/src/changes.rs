@@ -70,6 +70,13 @@ impl Frame {
 pub enum Message {
     Change(Arc<Frame>),
     KeepAlive,
+    /// The server is shutting down: every stream ends. Sent once, after the feed's token is
+    /// cancelled, so a stream that subscribed after it was sent sees the token cancelled
+    /// (`Resumed::closing`) and one that subscribed before it receives it. Streams wait on
+    /// their receiver alone, not on the token too: waiting on a token registers and removes a
+    /// waiter under its one lock, for every event and every client, and 10,000 clients
+    /// contended for it (issue 16, fan-out).
+    Closing,
 }
 
 /// The change feed's handle: subscribe to live changes, read the log.
@@ -115,6 +122,9 @@ pub struct Resumed {
     /// The frames after the position, oldest first; `None` when the feed does not hold the
     /// position's history (the log must be read).
     pub missed: Option<Vec<Arc<Frame>>>,
+    /// The server was shutting down when the receiver was made: it may never see
+    /// [`Message::Closing`], so the stream must end now.
+    pub closing: bool,
 }
 
 impl ChangeFeed {
@@ -162,7 +172,15 @@ impl ChangeFeed {
                 .partition_point(|frame| frame.position <= after);
             recent.frames.range(newer..).cloned().collect()
         });
-        Resumed { receiver, missed }
+        drop(recent);
+        // Read after subscribing: a `Closing` sent before the receiver existed was sent after
+        // the token was cancelled.
+        let closing = self.cancel.is_cancelled();
+        Resumed {
+            receiver,
+            missed,
+            closing,
+        }
     }
 
     /// The listener has read (and published) every entry up to `position`.
@@ -213,7 +231,10 @@ async fn keep_alive(feed: ChangeFeed) {
     loop {
         tokio::select! {
             _ = ticks.tick() => { let _ = feed.sender.send(Message::KeepAlive); }
-            _ = feed.cancel.cancelled() => return,
+            _ = feed.cancel.cancelled() => {
+                let _ = feed.sender.send(Message::Closing);
+                return;
+            }
         }
     }
 }
@@ -349,10 +370,10 @@ async fn wait_or_stop(feed: &ChangeFeed, delay: Option<Duration>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn feed(buffer: usize) -> ChangeFeed {
+    pub(crate) fn feed(buffer: usize) -> ChangeFeed {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();

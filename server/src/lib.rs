@@ -17,6 +17,7 @@ pub mod processor;
 pub mod proxy;
 pub mod retention;
 pub mod routes;
+pub mod serve;
 pub mod site;
 pub mod startup;
 pub mod storage;

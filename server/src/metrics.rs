@@ -275,6 +275,7 @@ pub fn watch_jobs(
                     }
                 }
                 Ok(Message::KeepAlive) => {}
+                Ok(Message::Closing) => return,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "metrics: the job watcher fell behind")
                 }

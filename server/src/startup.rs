@@ -284,11 +284,7 @@ impl Application {
         // Graceful shutdown waits for every response to finish, and a live stream never
         // would: cancelling ends them too.
         let stopping = cancel.clone();
-        let served = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let served = crate::serve::serve(listener, router, async move {
             shutdown.await;
             stopping.cancel();
         })
