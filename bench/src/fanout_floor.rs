@@ -98,30 +98,13 @@ async fn client(mut socket: TcpStream, mut frames: broadcast::Receiver<Frame>) -
     }
 }
 
-/// The floor's process, started from this executable, and its address.
-pub(crate) struct Floor {
-    pub child: Child,
-    pub address: String,
-    pub pid: u32,
-}
-
-/// Start the floor on `database_url` (which must hold [`TABLE`]) with frames of `frame_bytes`.
-pub(crate) async fn start(database_url: &str, frame_bytes: usize) -> Result<Floor> {
-    let mut child = Command::new(std::env::current_exe()?)
+/// Start the floor on `database_url` (which must hold [`TABLE`]) with frames of `frame_bytes`,
+/// from this executable.
+pub(crate) async fn start(database_url: &str, frame_bytes: usize) -> Result<Server> {
+    let child = Command::new(std::env::current_exe()?)
         .args(["fanout-floor", database_url, &frame_bytes.to_string()])
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let pid = child.id().unwrap_or(0);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    while let Some(line) = lines.next_line().await? {
-        if let Some(address) = line.strip_prefix("fan-out floor at ") {
-            return Ok(Floor {
-                child,
-                address: address.trim().to_owned(),
-                pid,
-            });
-        }
-    }
-    Err("the fan-out floor exited before it was listening".into())
+    announced(child, "fan-out floor at ").await
 }

@@ -222,7 +222,7 @@ struct Server {
 /// benches in to it ([`sign_in`]) once it is up (its database migrated).
 async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server> {
     let binary = std::env::var("REELTIME_BIN").unwrap_or_else(|_| "target/release/reeltime".into());
-    let mut child = Command::new(&binary)
+    let child = Command::new(&binary)
         .env("DATABASE_URL", database_url)
         .env("REELTIME_PORT", "0")
         .env("RUST_LOG", "warn")
@@ -238,19 +238,26 @@ async fn start_server(database_url: &str, env: &[(&str, &str)]) -> Result<Server
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("starting {binary}: {e} (build it with `cargo xtask build`)"))?;
+    let server = announced(child, "Reeltime is running at http://").await?;
+    sign_in(database_url).await?;
+    Ok(server)
+}
+
+/// A started process (its stdout piped) as a [`Server`], once it has printed the line that
+/// starts with `prefix` followed by its address.
+async fn announced(mut child: Child, prefix: &str) -> Result<Server> {
     let pid = child.id().unwrap_or(0);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stdout.take().ok_or("stdout is not piped")?).lines();
     while let Some(line) = lines.next_line().await? {
-        if let Some(url) = line.strip_prefix("Reeltime is running at http://") {
-            sign_in(database_url).await?;
+        if let Some(address) = line.strip_prefix(prefix) {
             return Ok(Server {
                 child,
-                address: url.trim().to_owned(),
+                address: address.trim().to_owned(),
                 pid,
             });
         }
     }
-    Err("the server exited before it was ready".into())
+    Err(format!("the process exited before it printed {prefix:?}").into())
 }
 
 /// `run` against a server of its own on a fresh database (`env` on top of the defaults), the

@@ -190,16 +190,12 @@ pub(crate) async fn sse(max_clients: usize) -> Result<()> {
             _ => (30, 250),
         };
         let largest = n == max_clients.min(10_000);
-        for target in [Target::Reeltime, Target::Floor] {
-            let (address, pid) = match target {
-                Target::Reeltime => (&server.address, server.pid),
-                Target::Floor => (&fan_floor.address, fan_floor.pid),
-            };
+        for (target, serving) in [(Target::Reeltime, &server), (Target::Floor, &fan_floor)] {
             let after = position(&pool).await?;
-            let mut clients = connect_clients(address, &after, n).await?;
+            let mut clients = connect_clients(&serving.address, &after, n).await?;
             if largest {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let rss = rss_kib(pid);
+                let rss = rss_kib(serving.pid);
                 match target {
                     Target::Reeltime => memory = Some((n, idle_before, rss)),
                     Target::Floor => floor_memory = Some((n, floor_idle_before, rss)),

@@ -225,6 +225,8 @@ async fn prune_periodically(feed: ChangeFeed, retention: Duration) {
     }
 }
 
+/// A keep-alive to every stream each period and, once the feed is cancelled,
+/// [`Message::Closing`], which ends every live stream.
 async fn keep_alive(feed: ChangeFeed) {
     let mut ticks = tokio::time::interval(KEEP_ALIVE_EVERY);
     ticks.tick().await;
