@@ -222,6 +222,26 @@ async fn a_restarted_instance_resumes_recent_positions_from_the_log_tail_it_load
     let second = spawn_second_instance(&first).await;
     let mut probe = subscribe(&second, Some(&position(&second).await), None).await;
     until_sentinel(&second, &mut probe).await;
+    // The probe may have read the sentinel from the log before the new feed had loaded its
+    // end: wait until the feed's memory holds everything after the start, sentinel included,
+    // or resuming below would read the log (and fail, on purpose).
+    let from: ChangePosition = start.parse().unwrap();
+    eventually(Duration::from_secs(30), || async {
+        let held: Vec<String> = match second.feed.resume(from).missed {
+            Some(frames) => frames
+                .iter()
+                .map(|frame| String::from_utf8_lossy(&frame.bytes).into_owned())
+                .collect(),
+            None => return Err("the new feed does not hold the start yet".to_owned()),
+        };
+        let holds = |text: &str| held.iter().any(|frame| frame.contains(text));
+        match ids.iter().find(|id| !holds(id.as_str())) {
+            Some(id) => Err(format!("the new feed does not hold job {id} yet")),
+            None if !holds("sentinel.mp4") => Err("the new feed lacks the sentinel".to_owned()),
+            None => Ok(()),
+        }
+    })
+    .await;
 
     sqlx::query!("alter table job_changes rename to job_changes_away")
         .execute(&first.pool)
