@@ -16,7 +16,10 @@
 //!   which the server reads at start (server/src/site.rs) to link the names and serve them
 //!   immutable;
 //! - every file in the site has `.gz` and `.br` copies beside it, made after hashing;
-//! - the server is built last, from the same sources, in one run.
+//! - the server is built from the same sources in the same run. Its release build starts
+//!   first, as a second cargo, and the bundle's steps run meanwhile: the two use different
+//!   profile directories (so neither waits on the other's lock), and on two cores the server
+//!   build alone leaves a core idle for much of its last minutes (one crate, then linking).
 
 mod bundle;
 mod site;
@@ -31,8 +34,8 @@ use site::{HASH_FILE, OUTPUT_NAME, PKG};
 
 const USAGE: &str = "usage: cargo xtask build [--site-only]
 
-  build          the browser bundle into target/site (hashed, precompressed), then the
-                 release server, target/release/reeltime
+  build          the browser bundle into target/site (hashed, precompressed) and, at the
+                 same time, the release server, target/release/reeltime
   --site-only    the browser bundle only";
 
 fn main() {
@@ -61,6 +64,17 @@ fn run(args: Vec<String>) -> Result<()> {
     let pkg = site_root.join(PKG);
     std::fs::create_dir_all(&pkg).with_context(|| format!("creating {}", pkg.display()))?;
 
+    // Started first and awaited last (see the invariants above); dropped, it is stopped.
+    let server = if site_only {
+        None
+    } else {
+        step("release server, alongside: cargo build --release -p server --bin reeltime");
+        Some(tools::Background::cargo(
+            &root,
+            &["build", "--release", "-p", "server", "--bin", "reeltime"],
+        )?)
+    };
+
     step("browser bundle: cargo build -p frontend (wasm32, profile wasm-release)");
     let wasm = bundle::compile(&root)?;
     step("wasm-bindgen, wasm-opt -Oz, esbuild --minify");
@@ -82,12 +96,9 @@ fn run(args: Vec<String>) -> Result<()> {
         site_root.display()
     );
 
-    if !site_only {
-        step("release server: cargo build --release -p server --bin reeltime");
-        tools::cargo(
-            &root,
-            &["build", "--release", "-p", "server", "--bin", "reeltime"],
-        )?;
+    if let Some(server) = server {
+        step("waiting for the release server's build");
+        server.wait()?;
         println!("    done in {:.0?}", started.elapsed());
     }
     Ok(())
