@@ -174,7 +174,7 @@ ensure_ffmpeg() {
 
 build_release() {
   step "Building the release (server and browser bundle)"
-  note "a cold build takes about 16 minutes on two cores; later ones about a minute"
+  note "a cold build takes about 8 minutes on two cores; later ones about a minute"
   (cd "$REPO" && cargo xtask build) ||
     fail "the release build failed" "See the compiler output above."
 }
