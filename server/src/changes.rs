@@ -72,7 +72,7 @@ pub enum Message {
     KeepAlive,
     /// The server is shutting down: every stream ends. Sent once, after the feed's token is
     /// cancelled, so a stream that subscribed after it was sent sees the token cancelled
-    /// (`Resumed::closing`) and one that subscribed before it receives it. Streams wait on
+    /// (`ChangeFeed::resume` gives it nothing) and one that subscribed before it receives it. Streams wait on
     /// their receiver alone, not on the token too: waiting on a token registers and removes a
     /// waiter under its one lock, for every event and every client, and 10,000 clients
     /// contended for it (issue 16, fan-out).
@@ -122,9 +122,6 @@ pub struct Resumed {
     /// The frames after the position, oldest first; `None` when the feed does not hold the
     /// position's history (the log must be read).
     pub missed: Option<Vec<Arc<Frame>>>,
-    /// The server was shutting down when the receiver was made: it may never see
-    /// [`Message::Closing`], so the stream must end now.
-    pub closing: bool,
 }
 
 impl ChangeFeed {
@@ -161,8 +158,10 @@ impl ChangeFeed {
 
     /// Subscribe to live changes and, when the feed still holds every change after `after`
     /// (it is no older than what it keeps and no newer than what it delivered), take those
-    /// too, in one step: nothing falls between them and the live stream.
-    pub fn resume(&self, after: ChangePosition) -> Resumed {
+    /// too, in one step: nothing falls between them and the live stream. `None` once the
+    /// server is shutting down: the new receiver may never see [`Message::Closing`], so the
+    /// stream must end now.
+    pub fn resume(&self, after: ChangePosition) -> Option<Resumed> {
         let recent = self.recent.lock().expect("the recent changes' lock");
         let receiver = self.sender.subscribe();
         let held = recent.loaded && recent.from <= after && after <= recent.last;
@@ -175,12 +174,10 @@ impl ChangeFeed {
         drop(recent);
         // Read after subscribing: a `Closing` sent before the receiver existed was sent after
         // the token was cancelled.
-        let closing = self.cancel.is_cancelled();
-        Resumed {
-            receiver,
-            missed,
-            closing,
+        if self.cancel.is_cancelled() {
+            return None;
         }
+        Some(Resumed { receiver, missed })
     }
 
     /// The listener has read (and published) every entry up to `position`.
@@ -428,6 +425,7 @@ pub(crate) mod tests {
         // Holds 12, 13, 14: every change after 11.
         let positions = |after: u64| {
             feed.resume(ChangePosition { tx: after, seq: 1 })
+                .expect("the feed is open")
                 .missed
                 .map(|frames| frames.iter().map(|f| f.position.tx).collect::<Vec<_>>())
         };
@@ -439,6 +437,7 @@ pub(crate) mod tests {
         // A position between two changes resumes after it.
         let between = feed
             .resume(ChangePosition { tx: 12, seq: 5 })
+            .expect("the feed is open")
             .missed
             .unwrap();
         assert_eq!(between.len(), 2);
@@ -452,6 +451,19 @@ pub(crate) mod tests {
         let feed = feed(3);
         feed.recent.lock().unwrap().loaded = false;
         feed.publish(frame(10));
-        assert!(feed.resume(ChangePosition::START).missed.is_none());
+        assert!(feed
+            .resume(ChangePosition::START)
+            .expect("the feed is open")
+            .missed
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn a_closing_feed_resumes_nothing() {
+        let feed = feed(3);
+        feed.publish(frame(10));
+        assert!(feed.resume(ChangePosition::START).is_some());
+        feed.cancel.cancel();
+        assert!(feed.resume(ChangePosition::START).is_none());
     }
 }

@@ -175,10 +175,7 @@ impl Subscriber {
                     let mut out = String::from(PREAMBLE);
                     match resume {
                         Some(position) => {
-                            let resumed = self.feed.resume(position);
-                            if resumed.closing {
-                                return None;
-                            }
+                            let resumed = self.feed.resume(position)?;
                             self.rx = resumed.receiver;
                             if let Some(missed) = resumed.missed {
                                 // From memory: what was missed, then live.
@@ -253,10 +250,7 @@ impl Subscriber {
                         Err(RecvError::Lagged(missed)) => {
                             // What it missed may still be in the feed's memory (it may even
                             // be changes it had already read from the log); if not, a reset.
-                            let resumed = self.feed.resume(self.last);
-                            if resumed.closing {
-                                return None;
-                            }
+                            let resumed = self.feed.resume(self.last)?;
                             self.rx = resumed.receiver;
                             if let Some(frames) = resumed.missed {
                                 self.phase = Phase::Live;

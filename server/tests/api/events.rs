@@ -147,7 +147,7 @@ async fn a_position_older_than_the_history_gets_a_reset() {
     insert(&app, "https://example.com/newer.mp4").await;
     let from: reeltime::ChangePosition = start.parse().unwrap();
     crate::helpers::eventually(Duration::from_secs(10), || async {
-        match app.feed.resume(from).missed {
+        match app.feed.resume(from).expect("the feed is open").missed {
             None => Ok(()),
             Some(_) => Err("the feed still holds the start".to_owned()),
         }
@@ -201,7 +201,7 @@ async fn a_client_that_falls_behind_gets_a_reset_then_every_later_change_once() 
     // Once the feed holds the start, a stream from it goes live at once (no replay first).
     let from: reeltime::ChangePosition = start.parse().unwrap();
     crate::helpers::eventually(Duration::from_secs(10), || async {
-        match app.feed.resume(from).missed {
+        match app.feed.resume(from).expect("the feed is open").missed {
             Some(_) => Ok(()),
             None => Err("the feed has not loaded the log yet".to_owned()),
         }

@@ -54,7 +54,7 @@ async fn a_row_that_cannot_be_read_does_not_end_the_replay_early() {
     // Once the feed's memory no longer reaches back to the start, resuming reads the log.
     let from: ChangePosition = start.parse().unwrap();
     eventually(Duration::from_secs(30), || async {
-        match app.feed.resume(from).missed {
+        match app.feed.resume(from).expect("the feed is open").missed {
             None => Ok(()),
             Some(missed) => Err(format!("the feed still holds {} changes", missed.len())),
         }
@@ -227,7 +227,7 @@ async fn a_restarted_instance_resumes_recent_positions_from_the_log_tail_it_load
     // or resuming below would read the log (and fail, on purpose).
     let from: ChangePosition = start.parse().unwrap();
     eventually(Duration::from_secs(30), || async {
-        let held: Vec<String> = match second.feed.resume(from).missed {
+        let held: Vec<String> = match second.feed.resume(from).expect("the feed is open").missed {
             Some(frames) => frames
                 .iter()
                 .map(|frame| String::from_utf8_lossy(&frame.bytes).into_owned())
