@@ -9,16 +9,7 @@ use anyhow::{bail, Context, Result};
 
 /// Runs cargo (the one that runs this task) in the workspace; its output goes to the terminal.
 pub fn cargo(root: &Path, args: &[&str]) -> Result<()> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(root)
-        .status()
-        .context("starting cargo")?;
-    if !status.success() {
-        bail!("cargo {} failed ({status})", args.join(" "));
-    }
-    Ok(())
+    Background::cargo(root, args)?.wait()
 }
 
 /// A cargo run in the background, its output going to the terminal too. Stopped if dropped
@@ -32,14 +23,19 @@ impl Background {
     /// Starts cargo (the one that runs this task) in the workspace with `args`.
     pub fn cargo(root: &Path, args: &[&str]) -> Result<Background> {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let child = Command::new(cargo)
-            .args(args)
-            .current_dir(root)
+        let mut command = Command::new(cargo);
+        command.args(args).current_dir(root);
+        Background::spawn(command, format!("cargo {}", args.join(" ")))
+    }
+
+    /// Starts `command`, named `what` in errors.
+    fn spawn(mut command: Command, what: String) -> Result<Background> {
+        let child = command
             .spawn()
-            .context("starting cargo")?;
+            .with_context(|| format!("starting {what}"))?;
         Ok(Background {
             child: Some(child),
-            what: format!("cargo {}", args.join(" ")),
+            what,
         })
     }
 
@@ -85,4 +81,30 @@ pub fn tool(root: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Result<()> {
         bail!("{name} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_run_is_an_error_that_names_it() {
+        let err = Background::spawn(Command::new("false"), "false".into())
+            .unwrap()
+            .wait()
+            .unwrap_err();
+        assert!(err.to_string().starts_with("false failed"), "{err}");
+    }
+
+    #[test]
+    fn a_run_dropped_before_its_end_is_stopped() {
+        let mut sleep = Command::new("sleep");
+        sleep.arg("60");
+        let run = Background::spawn(sleep, "sleep 60".into()).unwrap();
+        let pid = run.child.as_ref().unwrap().id();
+        assert!(Path::new(&format!("/proc/{pid}")).exists());
+        drop(run);
+        // Killed and reaped, so the process is gone (not even a zombie).
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
 }
