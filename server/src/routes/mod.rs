@@ -34,6 +34,7 @@ use tower_http::services::ServeDir;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
+use tracing::Instrument;
 
 use crate::auth::headers::{page_policy, security_headers};
 use crate::auth::store::PgSessionStore;
@@ -195,44 +196,30 @@ pub fn router(state: AppState) -> Router {
         .with_secure(state.auth.https)
         .with_expiry(Expiry::OnInactivity(state.session_idle));
     let request_id = HeaderName::from_static("x-request-id");
-    let middleware = ServiceBuilder::new()
-        .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
-        // Before the span is made: the span names the client.
-        .layer(axum::middleware::from_fn_with_state(
-            state.trusted_proxies.clone(),
-            crate::proxy::client_address,
-        ))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-                let id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                let client = req
-                    .extensions()
-                    .get::<crate::proxy::ClientAddr>()
-                    .map(|c| c.0.to_string())
-                    .unwrap_or_else(|| "-".to_owned());
-                // The path only: query strings can carry things that don't belong in logs.
-                tracing::info_span!("request", request_id = %id, client = %client, method = %req.method(), path = %req.uri().path())
-            })
-            .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
-        )
-        .layer(PropagateRequestIdLayer::new(request_id))
-        .layer(axum::middleware::from_fn_with_state(
-            state.auth.https,
-            security_headers,
-        ))
-        .layer(sessions)
-        .layer(axum::middleware::from_fn_with_state(state.auth.clone(), gate))
-        // Media is compressed already, and compressing it would break range requests.
-        .layer(CompressionLayer::new().compress_when(
-            DefaultPredicate::new()
-                .and(NotForContentType::const_new("video/"))
-                .and(NotForContentType::const_new("audio/")),
-        ))
-        .layer(axum::middleware::from_fn(limit_body));
+    // The layers every route has, outermost first, with `$trace` making the request's span and
+    // log line. The event stream gets a lean `$trace` of its own ([`trace_stream`]).
+    macro_rules! middleware {
+        ($trace:expr) => {
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                // Before the span is made: the span names the client.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.trusted_proxies.clone(),
+                    crate::proxy::client_address,
+                ))
+                .layer($trace)
+                .layer(PropagateRequestIdLayer::new(request_id.clone()))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.auth.https,
+                    security_headers,
+                ))
+                .layer(sessions.clone())
+                .layer(axum::middleware::from_fn_with_state(
+                    state.auth.clone(),
+                    gate,
+                ))
+        };
+    }
 
     let mut routes = Router::new();
     if let Some(processor) = state.processor.clone() {
@@ -241,12 +228,11 @@ pub fn router(state: AppState) -> Router {
     if let Some(sample) = &state.sample {
         routes = routes.nest_service(sample::PATH, ServeDir::new(&sample.dir));
     }
-    routes
+    let routes = routes
         .merge(health::router())
         .merge(account::router())
         .merge(jobs::router())
         .merge(job_actions::router())
-        .merge(events::router())
         .merge(ittybit::router())
         .merge(openapi::router())
         .merge(uploads::router())
@@ -255,6 +241,62 @@ pub fn router(state: AppState) -> Router {
         .fallback_service(static_files)
         // Inside the router's routes, where the matched pattern is known.
         .layer(axum::middleware::from_fn(crate::metrics::track_http))
-        .layer(middleware)
-        .with_state(state)
+        .layer(axum::middleware::from_fn(limit_body))
+        // Media is compressed already, and compressing it would break range requests.
+        .layer(
+            CompressionLayer::new().compress_when(
+                DefaultPredicate::new()
+                    .and(NotForContentType::const_new("video/"))
+                    .and(NotForContentType::const_new("audio/")),
+            ),
+        )
+        .layer(middleware!(TraceLayer::new_for_http()
+            .make_span_with(request_span)
+            .on_response(
+                DefaultOnResponse::new().level(tracing::Level::INFO)
+            )));
+    // The event stream: the same layers but two that wrap the response body, which every
+    // frame to every client would pass through. Compression never applies to event streams
+    // (the default predicate), and the trace layer's body reads the clock and enters the span
+    // for each frame (about 5 % of the server's CPU in fan-out; docs/benchmarks.md).
+    let events = events::router()
+        .layer(axum::middleware::from_fn(crate::metrics::track_http))
+        .layer(axum::middleware::from_fn(limit_body))
+        .layer(middleware!(axum::middleware::from_fn(trace_stream)));
+    routes.merge(events).with_state(state)
+}
+
+/// Each request's span: its id, the client, the method and the path. The path only: query
+/// strings can carry things that don't belong in logs.
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    let client = request
+        .extensions()
+        .get::<crate::proxy::ClientAddr>()
+        .map(|c| c.0.to_string())
+        .unwrap_or_else(|| "-".to_owned());
+    tracing::info_span!("request", request_id = %id, client = %client, method = %request.method(), path = %request.uri().path())
+}
+
+/// The span and log line [`TraceLayer`] gives other requests, for the event stream, without
+/// wrapping its body: the line is written when the stream's head is sent.
+async fn trace_stream(
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let span = request_span(&request);
+    let started = std::time::Instant::now();
+    let response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::info!(
+            latency_ms = started.elapsed().as_millis() as u64,
+            status = response.status().as_u16(),
+            "finished processing request"
+        );
+    });
+    response
 }

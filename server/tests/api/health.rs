@@ -47,6 +47,31 @@ async fn every_response_carries_a_request_id() {
 }
 
 #[tokio::test]
+async fn the_event_stream_has_the_layers_every_route_has() {
+    // /api/events is layered apart from the other routes (routes/mod.rs, without the trace
+    // layer's body wrapper): it keeps the request id, the security headers and the gate.
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.url("/api/events"))
+        .header("x-request-id", "stream-id-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-request-id"], "stream-id-7");
+    assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+    assert!(response.headers().contains_key("content-security-policy"));
+    drop(response);
+
+    let stranger = reqwest::Client::new();
+    let response = stranger.get(app.url("/api/events")).send().await.unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers().get("x-request-id").unwrap().len(), 36);
+}
+
+#[tokio::test]
 async fn server_errors_are_opaque() {
     let app = spawn_app().await;
     // Break the table under the running app: the API must not leak the database's words.
