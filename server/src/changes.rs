@@ -72,10 +72,10 @@ pub enum Message {
     KeepAlive,
     /// The server is shutting down: every stream ends. Sent once, after the feed's token is
     /// cancelled, so a stream that subscribed after it was sent sees the token cancelled
-    /// (`ChangeFeed::resume` gives it nothing) and one that subscribed before it receives it. Streams wait on
-    /// their receiver alone, not on the token too: waiting on a token registers and removes a
-    /// waiter under its one lock, for every event and every client, and 10,000 clients
-    /// contended for it (issue 16, fan-out).
+    /// ([`ChangeFeed::resume`] gives it nothing) and one that subscribed before receives it.
+    /// Streams wait on their receiver alone, not on the token too: waiting on a token
+    /// registers and removes a waiter under its one lock, for every event and every client,
+    /// and 10,000 clients contended for it (issue 16, fan-out).
     Closing,
 }
 
