@@ -59,7 +59,8 @@ ensure_rust() {
 
 ensure_build_tools() {
   step "Build tools (wasm-opt $BINARYEN_VERSION, esbuild $ESBUILD_VERSION, lightningcss $LIGHTNINGCSS_VERSION)"
-  command -v cc >/dev/null || apt_install build-essential
+  # cc for ring, make as well for jemalloc's build (decision 016).
+  { command -v cc && command -v make; } >/dev/null || apt_install build-essential
   command -v pkg-config >/dev/null || apt_install pkg-config
   # The site is built by `cargo xtask build` (xtask/src/main.rs), which binds the bundle with the
   # wasm-bindgen library itself; cargo-leptos and wasm-bindgen-cli are not needed.
