@@ -18,8 +18,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// next allocation. `_RJEM_MALLOC_CONF` in the environment still overrides each option.
 #[export_name = "_rjem_malloc_conf"]
 #[used]
-static MALLOC_CONF: Option<&u8> = Some(&JEMALLOC_OPTIONS[0]);
-const JEMALLOC_OPTIONS: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+static MALLOC_CONF: Option<&u8> =
+    Some(&b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0]);
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -149,8 +149,7 @@ mod tests {
     /// (no background thread, 10 s decay) without an error.
     #[test]
     fn jemalloc_runs_with_the_options_main_sets() {
-        // Allocating through the global allocator initialises jemalloc.
-        drop(vec![0u8; 1 << 20]);
+        // mallctl initialises jemalloc itself if nothing has allocated yet.
         assert!(tikv_jemalloc_ctl::opt::background_thread::read().unwrap());
         assert!(tikv_jemalloc_ctl::background_thread::read().unwrap());
         // SAFETY: both options are `ssize_t`, the type read.
